@@ -1,0 +1,81 @@
+use std::io;
+
+/// What went wrong inside a transport. The runtime wraps it in an error that
+/// names the rank and the operation.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Queues or credits toward this peer are exhausted; poll and retry.
+    #[error("no credit toward PE {peer}: its message queue is full")]
+    WouldBlock {
+        /// The destination PE.
+        peer: usize,
+    },
+    /// The peer cannot be reached through this transport.
+    #[error("PE {peer} is not reachable through the {transport} transport")]
+    Unreachable {
+        /// The PE that was addressed.
+        peer: usize,
+        /// The transport's name.
+        transport: &'static str,
+    },
+    /// An access fell outside the peer's registered region.
+    #[error("bytes {offset}..{end} are outside PE {peer}'s {size}-byte heap")]
+    OutOfBounds {
+        /// The PE that was addressed.
+        peer: usize,
+        /// First byte of the access.
+        offset: usize,
+        /// One past the last byte of the access.
+        end: usize,
+        /// Size of the region.
+        size: usize,
+    },
+    /// An atomic operation on an address that is not aligned to its width.
+    #[error("offset {offset} is not aligned to {align} bytes for an atomic operation")]
+    Misaligned {
+        /// Offset of the access.
+        offset: usize,
+        /// Required alignment.
+        align: usize,
+    },
+    /// A message larger than the transport carries in one piece.
+    #[error("message of {len} bytes exceeds the {max}-byte limit of the {transport} transport")]
+    MessageTooLarge {
+        /// Length of the payload.
+        len: usize,
+        /// The transport's limit.
+        max: usize,
+        /// The transport's name.
+        transport: &'static str,
+    },
+    /// A peer's address or key blob, or data read from a peer, is malformed.
+    #[error("malformed data from PE {peer}: {detail}")]
+    Malformed {
+        /// The PE the data came from.
+        peer: usize,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A system call failed.
+    #[error("{call}({what}): {source}")]
+    Os {
+        /// The system call.
+        call: &'static str,
+        /// What it was applied to.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl TransportError {
+    /// An [`TransportError::Os`] from `errno`.
+    pub(crate) fn last_os(call: &'static str, what: impl Into<String>) -> Self {
+        TransportError::Os {
+            call,
+            what: what.into(),
+            source: io::Error::last_os_error(),
+        }
+    }
+}

@@ -1,0 +1,131 @@
+use crate::TransportError;
+
+/// What a transport can do; the runtime routes and sizes operations by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    /// Largest payload [`Transport::send`] carries in one message.
+    pub max_message: usize,
+    /// Atomics run natively at the target (no active-message emulation).
+    pub native_atomics: bool,
+    /// Peers' heaps are mapped into this process: put/get are loads and stores.
+    pub load_store: bool,
+}
+
+/// Width of an atomic operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AtomicWidth {
+    /// 32-bit operand, 4-byte aligned.
+    W32,
+    /// 64-bit operand, 8-byte aligned.
+    W64,
+}
+
+impl AtomicWidth {
+    /// Size (and required alignment) in bytes.
+    pub fn bytes(self) -> usize {
+        match self {
+            AtomicWidth::W32 => 4,
+            AtomicWidth::W64 => 8,
+        }
+    }
+}
+
+/// An atomic read-modify-write at a remote address. Operands are carried in a
+/// `u64`; for [`AtomicWidth::W32`] only the low 32 bits are used. Every
+/// operation returns the previous value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AtomicOp {
+    /// Read the value.
+    Fetch,
+    /// Replace the value.
+    Swap(u64),
+    /// Replace the value if it equals `compare`.
+    CompareSwap {
+        /// Expected current value.
+        compare: u64,
+        /// Value stored when it matches.
+        value: u64,
+    },
+    /// Wrapping addition.
+    FetchAdd(u64),
+    /// Bitwise and.
+    FetchAnd(u64),
+    /// Bitwise or.
+    FetchOr(u64),
+    /// Bitwise exclusive or.
+    FetchXor(u64),
+}
+
+/// A message delivered by [`Transport::poll`].
+#[derive(Debug)]
+pub struct Message<'a> {
+    /// The sending PE.
+    pub source: usize,
+    /// The 64-bit header given to [`Transport::send`].
+    pub header: u64,
+    /// The payload, valid for the duration of the callback.
+    pub payload: &'a [u8],
+}
+
+/// A way to reach peers: one-sided operations on their symmetric heaps and
+/// small ordered messages.
+///
+/// Offsets are byte offsets into the target PE's symmetric heap. Operations
+/// are non-blocking: they may complete before they return (shared memory) or
+/// later; [`Transport::quiet`] waits until every operation this PE issued is
+/// complete at its target. All methods take `&self` and may be called from
+/// several threads.
+pub trait Transport: Send + Sync {
+    /// Short name used in errors and `WEFT_TRANSPORT`.
+    fn name(&self) -> &'static str;
+
+    /// What this transport can do.
+    fn caps(&self) -> Caps;
+
+    /// Whether `peer` is reachable through this transport.
+    fn reaches(&self, peer: usize) -> bool;
+
+    /// Copies `src` to `offset` in `peer`'s heap. `src` may be reused as soon
+    /// as this returns; remote completion is guaranteed by [`Transport::quiet`].
+    fn put(&self, peer: usize, offset: usize, src: &[u8]) -> Result<(), TransportError>;
+
+    /// Copies `len` bytes from `offset` in `peer`'s heap to `dst`. The bytes
+    /// are in place once [`Transport::quiet`] returns.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of `len` bytes until the next
+    /// [`Transport::quiet`] returns, and nothing else may access it meanwhile.
+    unsafe fn get(
+        &self,
+        peer: usize,
+        offset: usize,
+        dst: *mut u8,
+        len: usize,
+    ) -> Result<(), TransportError>;
+
+    /// Runs `op` atomically on the integer at `offset` in `peer`'s heap and
+    /// returns the previous value (zero-extended for 32-bit operations).
+    fn atomic(
+        &self,
+        peer: usize,
+        offset: usize,
+        width: AtomicWidth,
+        op: AtomicOp,
+    ) -> Result<u64, TransportError>;
+
+    /// Waits until every put, get and atomic this PE issued is complete.
+    fn quiet(&self) -> Result<(), TransportError>;
+
+    /// Orders puts to each peer: those issued before it are delivered before
+    /// those issued after it.
+    fn fence(&self) -> Result<(), TransportError>;
+
+    /// Sends a message of at most [`Caps::max_message`] bytes. Messages from
+    /// one PE to another are delivered in order. Returns
+    /// [`TransportError::WouldBlock`] when the peer has no credit left.
+    fn send(&self, peer: usize, header: u64, payload: &[u8]) -> Result<(), TransportError>;
+
+    /// Delivers received messages to `sink`, in order per source; returns how
+    /// many were delivered.
+    fn poll(&self, sink: &mut dyn FnMut(Message<'_>)) -> Result<usize, TransportError>;
+}
