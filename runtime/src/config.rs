@@ -1,0 +1,124 @@
+//! `WEFT_*` environment variables, read once at [`crate::init`].
+
+use crate::error::Cause;
+
+/// Default symmetric heap size per PE.
+pub const DEFAULT_SYMMETRIC_SIZE: usize = 128 << 20;
+
+/// Which transports a job may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransportChoice {
+    /// The best available for each peer.
+    Auto,
+    /// Shared memory only.
+    Shm,
+}
+
+/// The runtime's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `WEFT_SYMMETRIC_SIZE`: bytes of symmetric heap per PE.
+    pub symmetric_size: usize,
+    /// `WEFT_TRANSPORT`: `auto` or `shm`.
+    pub transport: TransportChoice,
+}
+
+impl Config {
+    /// Reads the settings from the environment.
+    pub fn from_env() -> Result<Config, Cause> {
+        Config::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the settings through `get`, which maps a variable to its value.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, Cause> {
+        let symmetric_size = match get("WEFT_SYMMETRIC_SIZE") {
+            None => DEFAULT_SYMMETRIC_SIZE,
+            Some(v) => parse_size(&v).map_err(|reason| Cause::Config {
+                var: "WEFT_SYMMETRIC_SIZE",
+                value: v.clone(),
+                reason,
+            })?,
+        };
+        let transport = match get("WEFT_TRANSPORT").as_deref() {
+            None | Some("") | Some("auto") => TransportChoice::Auto,
+            Some("shm") => TransportChoice::Shm,
+            Some(other) => {
+                return Err(Cause::Config {
+                    var: "WEFT_TRANSPORT",
+                    value: other.to_owned(),
+                    reason: "unknown transport; this build has: auto, shm".into(),
+                })
+            }
+        };
+        Ok(Config {
+            symmetric_size,
+            transport,
+        })
+    }
+}
+
+/// Parses a byte count: a whole number with an optional binary suffix
+/// `K`, `M`, `G` or `T` (upper or lower case, optionally followed by `B` or
+/// `iB`).
+///
+/// ```
+/// assert_eq!(weft::config::parse_size("64M"), Ok(64 << 20));
+/// assert_eq!(weft::config::parse_size("2GiB"), Ok(2 << 30));
+/// assert!(weft::config::parse_size("lots").is_err());
+/// ```
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(digits);
+    let n: usize = num
+        .parse()
+        .map_err(|_| "expected a number of bytes such as 67108864, 64M or 2G".to_string())?;
+    let shift = match suffix.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        "T" | "TB" | "TIB" => 40,
+        _ => return Err(format!("unknown size suffix {suffix:?}; use K, M, G or T")),
+    };
+    let bytes = n
+        .checked_mul(1usize << shift)
+        .ok_or_else(|| "size overflows".to_string())?;
+    if bytes == 0 {
+        return Err("the size must be greater than zero".into());
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1k"), Ok(1024));
+        assert_eq!(parse_size(" 3 MB"), Err("unknown size suffix \" MB\"; use K, M, G or T".into()));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+        assert!(parse_size("-1").is_err());
+    }
+
+    #[test]
+    fn config_from_variables() {
+        let c = Config::from_lookup(|_| None).unwrap();
+        assert_eq!(c.symmetric_size, DEFAULT_SYMMETRIC_SIZE);
+        assert_eq!(c.transport, TransportChoice::Auto);
+        let env = |k: &str| match k {
+            "WEFT_SYMMETRIC_SIZE" => Some("16M".to_string()),
+            "WEFT_TRANSPORT" => Some("shm".to_string()),
+            _ => None,
+        };
+        let c = Config::from_lookup(env).unwrap();
+        assert_eq!((c.symmetric_size, c.transport), (16 << 20, TransportChoice::Shm));
+        let bad = Config::from_lookup(|k| (k == "WEFT_TRANSPORT").then(|| "carrier-pigeon".into()));
+        assert!(bad.unwrap_err().to_string().contains("WEFT_TRANSPORT"));
+    }
+}

@@ -1,0 +1,365 @@
+//! The world: every PE of the job, its transports and its symmetric heap.
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytemuck::Pod;
+use parking_lot::Mutex;
+use weft_collectives::{allgather, barrier};
+use weft_transport::shm::{create_segment, SegmentLayout, ShmTransport};
+use weft_transport::Transport;
+
+use crate::bootstrap::Bootstrap;
+use crate::config::Config;
+use crate::control::{CollectiveChannel, Inbox};
+use crate::error::{Cause, Error, Result};
+use crate::heap::Allocator;
+use crate::symvec::SymVec;
+
+/// All PEs of the job. Made by [`crate::init`]; finalized by
+/// [`World::finalize`] or when dropped.
+///
+/// Thread safety: one-sided operations (put, get, atomics, wait) may be
+/// issued from several threads at once. Collective operations (barrier,
+/// alloc, free, finalize) must be called by one thread at a time per PE, in
+/// the same order on every PE.
+pub struct World {
+    rank: usize,
+    size: usize,
+    config: Config,
+    boot: Mutex<Bootstrap>,
+    lanes: Vec<Box<dyn Transport>>,
+    /// Lane index for each PE.
+    route: Vec<u8>,
+    /// Address and length of this PE's own heap (an address, so that the
+    /// world stays `Send + Sync`; the mapping lives as long as the lanes).
+    heap: (usize, usize),
+    allocator: Mutex<Allocator>,
+    inbox: Mutex<Inbox>,
+    finalized: AtomicBool,
+}
+
+/// Which collective a signature describes.
+const SIG_ALLOC: u64 = 1;
+const SIG_FREE: u64 = 2;
+/// Offset in a signature of an allocation that found no room.
+const SIG_NO_ROOM: u64 = u64::MAX;
+
+impl World {
+    /// Joins the job described by the environment. See [`crate::init`].
+    pub(crate) fn init() -> Result<World> {
+        let fail = |rank, cause| Error::new(rank, "init", cause);
+        let config = Config::from_env().map_err(|c| fail(0, c))?;
+        let mut boot = Bootstrap::from_env().map_err(|e| fail(0, Cause::Bootstrap(e)))?;
+        let (rank, size) = (boot.rank(), boot.size());
+        let layout = SegmentLayout {
+            nranks: size,
+            heap_size: config.symmetric_size,
+        };
+        let segment = Arc::new(create_segment(boot.job(), rank, layout).map_err(|e| fail(rank, e.into()))?);
+        let mut shm = ShmTransport::new(segment, rank, layout);
+        let addresses = boot
+            .allgather("weft-shm", &shm.address())
+            .map_err(|e| fail(rank, Cause::Bootstrap(e)))?;
+        // Every PE reports how connecting went, so that one PE's failure
+        // fails them all instead of leaving the others waiting.
+        let status = match shm.connect(&addresses) {
+            Err(e) => format!("{e}"),
+            Ok(()) => match (0..size).find(|&pe| !shm.reaches(pe)) {
+                Some(pe) => format!(
+                    "PE {pe} is on another node, and this build reaches peers only through \
+                     shared memory"
+                ),
+                None => String::new(),
+            },
+        };
+        let statuses = boot
+            .allgather("weft-connected", status.as_bytes())
+            .map_err(|e| fail(rank, Cause::Bootstrap(e)))?;
+        if let Some((pe, s)) = statuses.iter().enumerate().find(|(_, s)| !s.is_empty()) {
+            let cause = Cause::Bootstrap(format!(
+                "PE {pe} could not connect: {}",
+                String::from_utf8_lossy(s)
+            ));
+            return Err(fail(rank, cause));
+        }
+        // Every on-node peer has mapped our segment: drop its name so that
+        // nothing is left in /dev/shm whatever happens next.
+        shm.unlink().map_err(|e| fail(rank, e.into()))?;
+        let (heap_ptr, heap_len) = shm.local_heap();
+        Ok(World {
+            heap: (heap_ptr as usize, heap_len),
+            rank,
+            size,
+            allocator: Mutex::new(Allocator::new(config.symmetric_size)),
+            config,
+            boot: Mutex::new(boot),
+            lanes: vec![Box::new(shm)],
+            route: vec![0; size],
+            inbox: Mutex::new(Inbox::default()),
+            finalized: AtomicBool::new(false),
+        })
+    }
+
+    /// This PE's number, `0..size()`.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// Number of PEs in the job.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The settings the job runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// An error of this PE in `op`.
+    pub(crate) fn error(&self, op: &'static str, cause: Cause) -> Error {
+        Error::new(self.rank, op, cause)
+    }
+
+    /// This PE's own symmetric heap: pointer and length.
+    pub(crate) fn local_heap(&self) -> (*mut u8, usize) {
+        (self.heap.0 as *mut u8, self.heap.1)
+    }
+
+    pub(crate) fn lanes(&self) -> impl Iterator<Item = &dyn Transport> {
+        self.lanes.iter().map(|l| &**l)
+    }
+
+    /// The transport that reaches `pe`, or an error naming `op` for a PE
+    /// outside the job or a finalized world.
+    #[inline]
+    pub(crate) fn lane(&self, op: &'static str, pe: usize) -> Result<&dyn Transport> {
+        match self.route.get(pe) {
+            Some(&l) => Ok(&*self.lanes[l as usize]),
+            None => Err(self.error(op, Cause::BadPe { pe, size: self.size })),
+        }
+    }
+
+    fn check_live(&self, op: &'static str) -> Result<()> {
+        if self.finalized.load(Ordering::Acquire) {
+            return Err(self.error(op, Cause::Finalized));
+        }
+        Ok(())
+    }
+
+    /// Waits until every put, get and atomic this PE issued is complete at
+    /// its target (`shmem_quiet`).
+    pub fn quiet(&self) -> Result<()> {
+        for lane in self.lanes() {
+            lane.quiet().map_err(|e| self.error("quiet", e.into()))?;
+        }
+        Ok(())
+    }
+
+    /// Orders this PE's puts to each PE: those before the fence are
+    /// delivered before those after it (`shmem_fence`).
+    pub fn fence(&self) -> Result<()> {
+        for lane in self.lanes() {
+            lane.fence().map_err(|e| self.error("fence", e.into()))?;
+        }
+        Ok(())
+    }
+
+    /// Completes this PE's outstanding operations ([`World::quiet`]) and
+    /// waits until every PE has reached the barrier (`shmem_barrier_all`).
+    ///
+    /// ```no_run
+    /// let world = weft::init()?;
+    /// world.barrier_all()?;
+    /// # Ok::<(), weft::Error>(())
+    /// ```
+    pub fn barrier_all(&self) -> Result<()> {
+        self.check_live("barrier_all")?;
+        self.quiet()?;
+        self.collective("barrier_all", |chan| barrier::dissemination(chan))
+    }
+
+    /// Runs a collective algorithm over this world, mapping its errors to
+    /// errors naming `op`.
+    fn collective<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut CollectiveChannel<'_>) -> Result<T, weft_collectives::Error<Error>>,
+    ) -> Result<T> {
+        let mut inbox = self.inbox.lock();
+        let context = inbox.next_context();
+        let mut chan = CollectiveChannel {
+            world: self,
+            inbox: &mut inbox,
+            op,
+            context,
+        };
+        f(&mut chan).map_err(|e| match e {
+            weft_collectives::Error::Channel(e) => e,
+            e @ weft_collectives::Error::Length { .. } => {
+                self.error(op, Cause::Mismatch(format!("{e}; were different collectives called?")))
+            }
+        })
+    }
+
+    /// Allocates a symmetric array of `len` elements on every PE, zeroed.
+    /// Collective: every PE must call it with the same type and length, in
+    /// the same order relative to other collectives; a PE that disagrees
+    /// makes the call fail on every PE with an error naming the PEs.
+    ///
+    /// ```no_run
+    /// let world = weft::init()?;
+    /// let counts = world.alloc::<u64>(1024)?;
+    /// counts.put((world.rank() + 1) % world.size(), 0, &[1, 2, 3])?;
+    /// # Ok::<(), weft::Error>(())
+    /// ```
+    pub fn alloc<T: Pod>(&self, len: usize) -> Result<SymVec<'_, T>> {
+        const OP: &str = "alloc";
+        self.check_live(OP)?;
+        let elem = std::mem::size_of::<T>();
+        let bytes = len.checked_mul(elem).unwrap_or(usize::MAX);
+        let reserved = self.allocator.lock().alloc(bytes);
+        if let Some(offset) = reserved {
+            self.zero_local(offset, bytes)?;
+        }
+        let sig = [
+            SIG_ALLOC,
+            elem as u64,
+            len as u64,
+            reserved.map_or(SIG_NO_ROOM, |o| o as u64),
+        ];
+        let agreed = self.agree(OP, sig);
+        let offset = match (agreed, reserved) {
+            (Ok(()), Some(offset)) => offset,
+            (agreed, reserved) => {
+                if let Some(offset) = reserved {
+                    self.allocator
+                        .lock()
+                        .free(offset)
+                        .expect("a block reserved just now is live");
+                }
+                agreed?;
+                let a = self.allocator.lock();
+                return Err(self.error(
+                    OP,
+                    Cause::HeapExhausted {
+                        requested: bytes,
+                        largest_free: a.largest_free(),
+                        heap_size: a.size(),
+                    },
+                ));
+            }
+        };
+        Ok(SymVec {
+            world: self,
+            offset,
+            len,
+            _elem: PhantomData,
+        })
+    }
+
+    /// Frees a symmetric array on every PE. Collective, like [`World::alloc`];
+    /// completes this PE's outstanding operations first.
+    pub(crate) fn free_bytes(&self, offset: usize, elem: usize, len: usize) -> Result<()> {
+        const OP: &str = "free";
+        self.check_live(OP)?;
+        self.quiet()?;
+        self.agree(OP, [SIG_FREE, elem as u64, len as u64, offset as u64])?;
+        self.allocator
+            .lock()
+            .free(offset)
+            .map_err(|o| self.error(OP, Cause::Mismatch(format!("no live block at offset {o}"))))
+    }
+
+    fn zero_local(&self, offset: usize, bytes: usize) -> Result<()> {
+        const ZEROS: [u8; 4096] = [0; 4096];
+        let lane = self.lane("alloc", self.rank)?;
+        let mut done = 0;
+        while done < bytes {
+            let n = (bytes - done).min(ZEROS.len());
+            lane.put(self.rank, offset + done, &ZEROS[..n])
+                .map_err(|e| self.error("alloc", e.into()))?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Checks that every PE passed the same signature to collective `op`;
+    /// otherwise every PE fails with an error that lists who passed what.
+    fn agree(&self, op: &'static str, sig: [u64; 4]) -> Result<()> {
+        let mine: Vec<u8> = sig.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut all = vec![0u8; mine.len() * self.size];
+        self.collective(op, |chan| allgather::ring(chan, &mine, &mut all))?;
+        let sigs: Vec<[u64; 4]> = all
+            .chunks(32)
+            .map(|c| std::array::from_fn(|i| u64::from_le_bytes(c[i * 8..i * 8 + 8].try_into().unwrap())))
+            .collect();
+        if sigs.iter().all(|s| *s == sigs[0]) {
+            return Ok(());
+        }
+        let mut groups: Vec<([u64; 4], Vec<usize>)> = Vec::new();
+        for (pe, s) in sigs.iter().enumerate() {
+            match groups.iter_mut().find(|(g, _)| g == s) {
+                Some((_, pes)) => pes.push(pe),
+                None => groups.push((*s, vec![pe])),
+            }
+        }
+        groups.sort_by_key(|(_, pes)| std::cmp::Reverse(pes.len()));
+        let text: Vec<String> = groups
+            .iter()
+            .map(|(s, pes)| format!("PEs {pes:?} called {}", describe(s)))
+            .collect();
+        Err(self.error(op, Cause::Mismatch(text.join("; "))))
+    }
+
+    /// Ends this PE's part in the job: completes outstanding operations,
+    /// waits for every PE ([`World::barrier_all`]) and tells the launcher.
+    /// Collective; later calls do nothing. Dropping the world calls it.
+    pub fn finalize(&self) -> Result<()> {
+        if self.finalized.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.barrier_all()?;
+        self.finalized.store(true, Ordering::Release);
+        self.boot
+            .lock()
+            .finalize()
+            .map_err(|e| self.error("finalize", Cause::Bootstrap(e)))
+    }
+
+    /// Ends the whole job at once with exit status `code`, printing `msg`
+    /// (`shmem_global_exit`). Never returns.
+    pub fn abort(&self, code: i32, msg: &str) -> ! {
+        eprintln!("rank {}: abort: {msg}", self.rank);
+        // The launcher ends every rank; if it cannot be told, exiting still
+        // makes it see this rank fail and end the others.
+        let _ = self.boot.lock().abort(code, msg);
+        std::process::exit(if code == 0 { 1 } else { code });
+    }
+}
+
+fn describe(s: &[u64; 4]) -> String {
+    let what = match s[0] {
+        SIG_ALLOC => "alloc",
+        SIG_FREE => "free",
+        _ => "an unknown collective",
+    };
+    let at = match s[3] {
+        SIG_NO_ROOM => " (no room left in the heap)".to_string(),
+        o => format!(" at offset {o}"),
+    };
+    format!("{what} of {} elements of {} bytes{at}", s[2], s[1])
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        // A panicking PE must not wait in a barrier its peers may never
+        // reach; the launcher sees it die and ends the job.
+        if !std::thread::panicking() {
+            if let Err(e) = self.finalize() {
+                eprintln!("{e}");
+            }
+        }
+    }
+}
