@@ -107,18 +107,20 @@ impl<T: Pod> SymVec<'_, T> {
     }
 
     /// Starts copying `count` elements at `index` of the array on `pe` into
-    /// this PE's own copy of the array at `local_index` (`shmem_get_nbi`
-    /// into symmetric memory); they are in place after [`World::quiet`].
-    pub fn get_nbi(&self, pe: usize, index: usize, local_index: usize, count: usize) -> Result<()> {
+    /// this PE's own copy of the symmetric array `dst` at `dst_index`
+    /// (`shmem_get_nbi` into symmetric memory); they are in place after
+    /// [`World::quiet`], and must not be touched before.
+    pub fn get_nbi(&self, pe: usize, index: usize, dst: &SymVec<'_, T>, dst_index: usize, count: usize) -> Result<()> {
         const OP: &str = "get_nbi";
         let lane = self.world.lane(OP, pe)?;
         let from = self.span(OP, index, count)?;
-        let to = self.span(OP, local_index, count)?;
+        let to = dst.span(OP, dst_index, count)?;
         let (base, heap_len) = self.world.local_heap();
-        debug_assert!(to + count * Self::ELEM <= heap_len);
+        assert!(to + count * Self::ELEM <= heap_len, "a symmetric array lies inside the heap");
         // SAFETY: `to..to + count * ELEM` lies inside this PE's heap (checked
-        // by `span`), which stays mapped as long as the world lives; the
-        // program must not touch those elements before quiet, as in OpenSHMEM.
+        // by `span` and above), which stays mapped as long as the world lives;
+        // the program must not touch those elements before quiet, as in
+        // OpenSHMEM.
         unsafe { lane.get(pe, from, base.add(to), count * Self::ELEM) }
             .map_err(|e| self.world.error(OP, e.into()))
     }

@@ -17,8 +17,11 @@ use crate::error::{Cause, Error, Result};
 use crate::heap::Allocator;
 use crate::symvec::SymVec;
 
-/// All PEs of the job. Made by [`crate::init`]; finalized by
-/// [`World::finalize`] or when dropped.
+/// All PEs of the job. Made by [`crate::init`] and ended by
+/// [`World::finalize`], which is collective. Dropping a world that was not
+/// finalized releases this PE's resources without waiting for the others
+/// (so that a PE returning an error cannot hang in a barrier); the launcher
+/// then sees how the process exits.
 ///
 /// Thread safety: one-sided operations (put, get, atomics, wait) may be
 /// issued from several threads at once. Collective operations (barrier,
@@ -315,7 +318,7 @@ impl World {
 
     /// Ends this PE's part in the job: completes outstanding operations,
     /// waits for every PE ([`World::barrier_all`]) and tells the launcher.
-    /// Collective; later calls do nothing. Dropping the world calls it.
+    /// Collective; later calls do nothing.
     pub fn finalize(&self) -> Result<()> {
         if self.finalized.load(Ordering::Acquire) {
             return Ok(());
@@ -350,16 +353,4 @@ fn describe(s: &[u64; 4]) -> String {
         o => format!(" at offset {o}"),
     };
     format!("{what} of {} elements of {} bytes{at}", s[2], s[1])
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        // A panicking PE must not wait in a barrier its peers may never
-        // reach; the launcher sees it die and ends the job.
-        if !std::thread::panicking() {
-            if let Err(e) = self.finalize() {
-                eprintln!("{e}");
-            }
-        }
-    }
 }
