@@ -1,0 +1,118 @@
+//! Helpers for the multi-process tests: run a program under `weftrun` with a
+//! time limit and collect what it printed.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long any one job may take before the test fails.
+pub const JOB_LIMIT: Duration = Duration::from_secs(120);
+
+/// The directory holding the workspace's binaries (`target/<profile>`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    exe.parent().and_then(|d| d.parent()).expect("test binaries live in target/<profile>/deps").to_path_buf()
+}
+
+/// Path of the workspace binary `name`, which must have been built.
+pub fn binary(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(p.exists(), "{} is missing: build it first with `cargo build --workspace --bins`", p.display());
+    p
+}
+
+/// Path of the `weftrun` binary built next to the tests.
+pub fn weftrun() -> PathBuf {
+    binary("weftrun")
+}
+
+/// Path of the scenario program.
+pub fn weft_check() -> PathBuf {
+    binary("weft-check")
+}
+
+/// What a finished job left.
+#[derive(Debug)]
+pub struct Job {
+    /// weftrun's exit code (`None` if it died by a signal).
+    pub code: Option<i32>,
+    /// Everything printed on stdout.
+    pub stdout: String,
+    /// Everything printed on stderr.
+    pub stderr: String,
+    /// weftrun's process id (job names and segment names derive from it).
+    pub pid: u32,
+    /// How long it ran.
+    pub elapsed: Duration,
+}
+
+/// Runs `weftrun ARGS...` with `env` added, feeding `stdin`; fails the test
+/// if it runs longer than [`JOB_LIMIT`].
+pub fn run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Job {
+    let mut cmd = Command::new(weftrun());
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let start = Instant::now();
+    let mut child = cmd.spawn().expect("weftrun starts");
+    let pid = child.id();
+    {
+        use std::io::Write;
+        let mut input = child.stdin.take().expect("piped");
+        let _ = input.write_all(stdin.as_bytes());
+    }
+    let waiter = std::thread::spawn(move || child.wait_with_output());
+    while !waiter.is_finished() {
+        if start.elapsed() > JOB_LIMIT {
+            // SAFETY: signalling the weftrun we started; it is not reaped yet.
+            unsafe { libc_kill(pid as i32, 9) };
+            panic!("weftrun {args:?} did not finish within {JOB_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = waiter.join().expect("waiter").expect("weftrun output");
+    Job {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        pid,
+        elapsed: start.elapsed(),
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Runs scenario `name` of `weft-check` on `n` ranks and asserts every rank
+/// reported success.
+pub fn scenario(name: &str, n: usize, env: &[(&str, &str)]) -> Job {
+    let np = n.to_string();
+    let check = weft_check();
+    let job = run(&["-n", &np, check.to_str().unwrap(), name], env, "");
+    assert_eq!(job.code, Some(0), "{name} on {n} ranks failed:\n{}\n{}", job.stdout, job.stderr);
+    for r in 0..n {
+        let line = format!("rank {r}: {name} ok");
+        assert!(job.stdout.contains(&line), "missing {line:?} in:\n{}", job.stdout);
+    }
+    job
+}
+
+/// Shared-memory segments of the job started by weftrun `pid` still in /dev/shm.
+pub fn leftover_segments(pid: u32) -> Vec<String> {
+    let prefix = format!("weft-w{pid}x");
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
