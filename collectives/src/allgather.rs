@@ -23,7 +23,11 @@ use crate::{Channel, Error};
 /// ```
 pub fn ring<C: Channel>(chan: &mut C, block: &[u8], out: &mut [u8]) -> Result<(), Error<C::Error>> {
     let (r, p, n) = (chan.rank(), chan.size(), block.len());
-    assert_eq!(out.len(), p * n, "allgather output must hold one block per member");
+    assert_eq!(
+        out.len(),
+        p * n,
+        "allgather output must hold one block per member"
+    );
     out[r * n..(r + 1) * n].copy_from_slice(block);
     let (right, left) = ((r + 1) % p, (r + p - 1) % p);
     for s in 0..p.saturating_sub(1) {
@@ -79,7 +83,11 @@ mod tests {
         });
         assert_eq!(
             outs[3],
-            Err(Error::Length { peer: 2, expected: 8, got: 16 })
+            Err(Error::Length {
+                peer: 2,
+                expected: 8,
+                got: 16
+            })
         );
     }
 }

@@ -20,7 +20,8 @@ pub fn dissemination<C: Channel>(chan: &mut C) -> Result<(), Error<C::Error>> {
     let mut dist = 1;
     let mut round = 0;
     while dist < p {
-        chan.send((r + dist) % p, round, &[]).map_err(Error::Channel)?;
+        chan.send((r + dist) % p, round, &[])
+            .map_err(Error::Channel)?;
         let got = chan
             .recv((r + p - dist) % p, round, &mut [])
             .map_err(Error::Channel)?;

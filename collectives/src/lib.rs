@@ -51,7 +51,11 @@ impl<E: std::fmt::Display> std::fmt::Display for Error<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Error::Channel(e) => e.fmt(f),
-            Error::Length { peer, expected, got } => write!(
+            Error::Length {
+                peer,
+                expected,
+                got,
+            } => write!(
                 f,
                 "member {peer} sent {got} bytes where {expected} were expected \
                  (the members called the collective with different sizes)"

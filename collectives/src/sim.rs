@@ -59,7 +59,11 @@ impl Channel for SimChannel {
 
     fn recv(&mut self, peer: usize, tag: u32, buf: &mut [u8]) -> Result<usize, Closed> {
         let data = loop {
-            if let Some(d) = self.unexpected.get_mut(&(peer, tag)).and_then(VecDeque::pop_front) {
+            if let Some(d) = self
+                .unexpected
+                .get_mut(&(peer, tag))
+                .and_then(VecDeque::pop_front)
+            {
                 break d;
             }
             let (src, t, d) = self.inbox.recv().map_err(|_| Closed)?;
@@ -99,6 +103,9 @@ pub fn run<T: Send>(p: usize, f: impl Fn(&mut SimChannel) -> T + Sync) -> Vec<T>
             })
             .collect();
         drop(senders);
-        handles.into_iter().map(|h| h.join().expect("member panicked")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("member panicked"))
+            .collect()
     })
 }

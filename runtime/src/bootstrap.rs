@@ -65,7 +65,10 @@ impl Bootstrap {
         let me = self.rank;
         pmi.put(&format!("{key}-{me}-n"), &pieces.len().to_string())?;
         for (i, p) in pieces.iter().enumerate() {
-            pmi.put(&format!("{key}-{me}-{i}"), if p.is_empty() { "-" } else { p })?;
+            pmi.put(
+                &format!("{key}-{me}-{i}"),
+                if p.is_empty() { "-" } else { p },
+            )?;
         }
         pmi.barrier()?;
         (0..self.size)

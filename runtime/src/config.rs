@@ -98,7 +98,10 @@ mod tests {
     fn sizes() {
         assert_eq!(parse_size("4096"), Ok(4096));
         assert_eq!(parse_size("1k"), Ok(1024));
-        assert_eq!(parse_size(" 3 MB"), Err("unknown size suffix \" MB\"; use K, M, G or T".into()));
+        assert_eq!(
+            parse_size(" 3 MB"),
+            Err("unknown size suffix \" MB\"; use K, M, G or T".into())
+        );
         assert_eq!(parse_size("1T"), Ok(1 << 40));
         assert!(parse_size("0").is_err());
         assert!(parse_size("").is_err());
@@ -117,7 +120,10 @@ mod tests {
             _ => None,
         };
         let c = Config::from_lookup(env).unwrap();
-        assert_eq!((c.symmetric_size, c.transport), (16 << 20, TransportChoice::Shm));
+        assert_eq!(
+            (c.symmetric_size, c.transport),
+            (16 << 20, TransportChoice::Shm)
+        );
         let bad = Config::from_lookup(|k| (k == "WEFT_TRANSPORT").then(|| "carrier-pigeon".into()));
         assert!(bad.unwrap_err().to_string().contains("WEFT_TRANSPORT"));
     }

@@ -102,7 +102,12 @@ impl Channel for CollectiveChannel<'_> {
         let key = (peer, self.header(tag));
         let mut backoff = Backoff::new();
         loop {
-            if let Some(data) = self.inbox.waiting.get_mut(&key).and_then(VecDeque::pop_front) {
+            if let Some(data) = self
+                .inbox
+                .waiting
+                .get_mut(&key)
+                .and_then(VecDeque::pop_front)
+            {
                 let n = data.len().min(buf.len());
                 buf[..n].copy_from_slice(&data[..n]);
                 return Ok(data.len());

@@ -125,7 +125,9 @@ mod tests {
             let mut offsets = Vec::new();
             let mut x = 12345u64;
             for _ in 0..2000 {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 if x % 3 == 0 && !live.is_empty() {
                     let i = (x >> 33) as usize % live.len();
                     a.free(live.swap_remove(i)).unwrap();

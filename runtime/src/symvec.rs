@@ -110,13 +110,23 @@ impl<T: Pod> SymVec<'_, T> {
     /// this PE's own copy of the symmetric array `dst` at `dst_index`
     /// (`shmem_get_nbi` into symmetric memory); they are in place after
     /// [`World::quiet`], and must not be touched before.
-    pub fn get_nbi(&self, pe: usize, index: usize, dst: &SymVec<'_, T>, dst_index: usize, count: usize) -> Result<()> {
+    pub fn get_nbi(
+        &self,
+        pe: usize,
+        index: usize,
+        dst: &SymVec<'_, T>,
+        dst_index: usize,
+        count: usize,
+    ) -> Result<()> {
         const OP: &str = "get_nbi";
         let lane = self.world.lane(OP, pe)?;
         let from = self.span(OP, index, count)?;
         let to = dst.span(OP, dst_index, count)?;
         let (base, heap_len) = self.world.local_heap();
-        assert!(to + count * Self::ELEM <= heap_len, "a symmetric array lies inside the heap");
+        assert!(
+            to + count * Self::ELEM <= heap_len,
+            "a symmetric array lies inside the heap"
+        );
         // SAFETY: `to..to + count * ELEM` lies inside this PE's heap (checked
         // by `span` and above), which stays mapped as long as the world lives;
         // the program must not touch those elements before quiet, as in
@@ -139,7 +149,8 @@ impl<T: Pod> SymVec<'_, T> {
     ) -> Result<()> {
         const OP: &str = "iput";
         let lane = self.world.lane(OP, pe)?;
-        let (last_dst, last_src) = self.strided(OP, index, dst_stride, src.len(), src_stride, count)?;
+        let (last_dst, last_src) =
+            self.strided(OP, index, dst_stride, src.len(), src_stride, count)?;
         if count == 0 {
             return Ok(());
         }
@@ -194,13 +205,17 @@ impl<T: Pod> SymVec<'_, T> {
         count: usize,
     ) -> Result<(usize, usize)> {
         if remote_stride == 0 || local_stride == 0 {
-            return Err(self.world.error(op, Cause::BadStride("strides must be at least 1".into())));
+            return Err(self
+                .world
+                .error(op, Cause::BadStride("strides must be at least 1".into())));
         }
         if count == 0 {
             return Ok((index, 0));
         }
         let steps = count - 1;
-        let last_remote = steps.checked_mul(remote_stride).and_then(|d| d.checked_add(index));
+        let last_remote = steps
+            .checked_mul(remote_stride)
+            .and_then(|d| d.checked_add(index));
         let last_local = steps.checked_mul(local_stride);
         match (last_remote, last_local) {
             (Some(r), Some(l)) if l < local_len => Ok((r, l)),
@@ -212,7 +227,9 @@ impl<T: Pod> SymVec<'_, T> {
                     l + 1
                 )),
             )),
-            _ => Err(self.world.error(op, Cause::BadStride("stride times count overflows".into()))),
+            _ => Err(self
+                .world
+                .error(op, Cause::BadStride("stride times count overflows".into()))),
         }
     }
 
@@ -257,7 +274,8 @@ impl<T: AtomicInt> SymVec<'_, T> {
 
     /// Writes element `index` on `pe` atomically (`shmem_atomic_set`).
     pub fn set(&self, pe: usize, index: usize, value: T) -> Result<()> {
-        self.amo("set", pe, index, AtomicOp::Swap(value.to_bits())).map(drop)
+        self.amo("set", pe, index, AtomicOp::Swap(value.to_bits()))
+            .map(drop)
     }
 
     /// Replaces element `index` on `pe`, returning the old value (`shmem_atomic_swap`).
@@ -290,7 +308,8 @@ impl<T: AtomicInt> SymVec<'_, T> {
 
     /// Adds `value` to element `index` on `pe` (`shmem_atomic_add`).
     pub fn add(&self, pe: usize, index: usize, value: T) -> Result<()> {
-        self.amo("add", pe, index, AtomicOp::FetchAdd(value.to_bits())).map(drop)
+        self.amo("add", pe, index, AtomicOp::FetchAdd(value.to_bits()))
+            .map(drop)
     }
 
     /// Increments element `index` on `pe`, returning the old value (`shmem_atomic_fetch_inc`).
@@ -300,7 +319,8 @@ impl<T: AtomicInt> SymVec<'_, T> {
 
     /// Increments element `index` on `pe` (`shmem_atomic_inc`).
     pub fn inc(&self, pe: usize, index: usize) -> Result<()> {
-        self.amo("inc", pe, index, AtomicOp::FetchAdd(T::ONE.to_bits())).map(drop)
+        self.amo("inc", pe, index, AtomicOp::FetchAdd(T::ONE.to_bits()))
+            .map(drop)
     }
 
     /// Bitwise-ands `value` into element `index` on `pe`, returning the old

@@ -60,7 +60,8 @@ impl World {
             nranks: size,
             heap_size: config.symmetric_size,
         };
-        let segment = Arc::new(create_segment(boot.job(), rank, layout).map_err(|e| fail(rank, e.into()))?);
+        let segment =
+            Arc::new(create_segment(boot.job(), rank, layout).map_err(|e| fail(rank, e.into()))?);
         let mut shm = ShmTransport::new(segment, rank, layout);
         let addresses = boot
             .allgather("weft-shm", &shm.address())
@@ -140,7 +141,13 @@ impl World {
     pub(crate) fn lane(&self, op: &'static str, pe: usize) -> Result<&dyn Transport> {
         match self.route.get(pe) {
             Some(&l) => Ok(&*self.lanes[l as usize]),
-            None => Err(self.error(op, Cause::BadPe { pe, size: self.size })),
+            None => Err(self.error(
+                op,
+                Cause::BadPe {
+                    pe,
+                    size: self.size,
+                },
+            )),
         }
     }
 
@@ -200,9 +207,10 @@ impl World {
         };
         f(&mut chan).map_err(|e| match e {
             weft_collectives::Error::Channel(e) => e,
-            e @ weft_collectives::Error::Length { .. } => {
-                self.error(op, Cause::Mismatch(format!("{e}; were different collectives called?")))
-            }
+            e @ weft_collectives::Error::Length { .. } => self.error(
+                op,
+                Cause::Mismatch(format!("{e}; were different collectives called?")),
+            ),
         })
     }
 
@@ -221,7 +229,7 @@ impl World {
         const OP: &str = "alloc";
         self.check_live(OP)?;
         let elem = std::mem::size_of::<T>();
-        let bytes = len.checked_mul(elem).unwrap_or(usize::MAX);
+        let bytes = len.saturating_mul(elem);
         let reserved = self.allocator.lock().alloc(bytes);
         if let Some(offset) = reserved {
             self.zero_local(offset, bytes)?;
@@ -296,7 +304,9 @@ impl World {
         self.collective(op, |chan| allgather::ring(chan, &mine, &mut all))?;
         let sigs: Vec<[u64; 4]> = all
             .chunks(32)
-            .map(|c| std::array::from_fn(|i| u64::from_le_bytes(c[i * 8..i * 8 + 8].try_into().unwrap())))
+            .map(|c| {
+                std::array::from_fn(|i| u64::from_le_bytes(c[i * 8..i * 8 + 8].try_into().unwrap()))
+            })
             .collect();
         if sigs.iter().all(|s| *s == sigs[0]) {
             return Ok(());

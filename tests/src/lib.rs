@@ -12,13 +12,20 @@ pub const JOB_LIMIT: Duration = Duration::from_secs(120);
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
     // target/<profile>/deps/<test> -> target/<profile>
-    exe.parent().and_then(|d| d.parent()).expect("test binaries live in target/<profile>/deps").to_path_buf()
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("test binaries live in target/<profile>/deps")
+        .to_path_buf()
 }
 
 /// Path of the workspace binary `name`, which must have been built.
 pub fn binary(name: &str) -> PathBuf {
     let p = bin_dir().join(name);
-    assert!(p.exists(), "{} is missing: build it first with `cargo build --workspace --bins`", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: build it first with `cargo build --workspace --bins`",
+        p.display()
+    );
     p
 }
 
@@ -96,10 +103,20 @@ pub fn scenario(name: &str, n: usize, env: &[(&str, &str)]) -> Job {
     let np = n.to_string();
     let check = weft_check();
     let job = run(&["-n", &np, check.to_str().unwrap(), name], env, "");
-    assert_eq!(job.code, Some(0), "{name} on {n} ranks failed:\n{}\n{}", job.stdout, job.stderr);
+    assert_eq!(
+        job.code,
+        Some(0),
+        "{name} on {n} ranks failed:\n{}\n{}",
+        job.stdout,
+        job.stderr
+    );
     for r in 0..n {
         let line = format!("rank {r}: {name} ok");
-        assert!(job.stdout.contains(&line), "missing {line:?} in:\n{}", job.stdout);
+        assert!(
+            job.stdout.contains(&line),
+            "missing {line:?} in:\n{}",
+            job.stdout
+        );
     }
     job
 }

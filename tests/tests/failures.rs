@@ -34,13 +34,33 @@ fn mismatched_allocation_names_the_pes_that_disagree() {
 #[test]
 fn a_panicking_rank_fails_the_job_and_is_named() {
     for n in [2, 4] {
-        let job = run(&["-n", &n.to_string(), "--grace", "1", &check(), "panic"], &[], "");
+        let job = run(
+            &["-n", &n.to_string(), "--grace", "1", &check(), "panic"],
+            &[],
+            "",
+        );
         let last = n - 1;
         assert_eq!(job.code, Some(101), "{job:?}");
-        assert!(job.stderr.contains(&format!("rank {last} panics on purpose")), "{}", job.stderr);
-        assert!(job.stderr.contains(&format!("weftrun: rank {last} (pid ")), "{}", job.stderr);
-        assert!(job.elapsed < Duration::from_secs(30), "took {:?}", job.elapsed);
-        assert!(leftover_segments(job.pid).is_empty(), "segments left behind");
+        assert!(
+            job.stderr
+                .contains(&format!("rank {last} panics on purpose")),
+            "{}",
+            job.stderr
+        );
+        assert!(
+            job.stderr.contains(&format!("weftrun: rank {last} (pid ")),
+            "{}",
+            job.stderr
+        );
+        assert!(
+            job.elapsed < Duration::from_secs(30),
+            "took {:?}",
+            job.elapsed
+        );
+        assert!(
+            leftover_segments(job.pid).is_empty(),
+            "segments left behind"
+        );
     }
 }
 
@@ -48,28 +68,60 @@ fn a_panicking_rank_fails_the_job_and_is_named() {
 fn exit_status_and_abort_are_passed_on() {
     let job = run(&["-n", "3", &check(), "exit3"], &[], "");
     assert_eq!(job.code, Some(3), "{job:?}");
-    assert!(job.stderr.contains("weftrun: rank 2 (pid") && job.stderr.contains("exited with status 3"));
+    assert!(
+        job.stderr.contains("weftrun: rank 2 (pid") && job.stderr.contains("exited with status 3")
+    );
     let job = run(&["-n", "2", &check(), "abort"], &[], "");
     assert_eq!(job.code, Some(5), "{job:?}");
-    assert!(job.stderr.contains("rank 1 called abort with exit code 5: giving up on purpose"), "{}", job.stderr);
+    assert!(
+        job.stderr
+            .contains("rank 1 called abort with exit code 5: giving up on purpose"),
+        "{}",
+        job.stderr
+    );
 }
 
 #[test]
 fn a_missing_program_is_reported() {
     let job = run(&["-n", "2", "/nonexistent/program"], &[], "");
     assert_eq!(job.code, Some(127));
-    assert!(job.stderr.contains("cannot start rank 0: program \"/nonexistent/program\" not found"), "{}", job.stderr);
+    assert!(
+        job.stderr
+            .contains("cannot start rank 0: program \"/nonexistent/program\" not found"),
+        "{}",
+        job.stderr
+    );
 }
 
 #[test]
 fn bad_configuration_is_an_init_error_naming_the_variable() {
-    let job = run(&["-n", "2", &check(), "rma"], &[("WEFT_TRANSPORT", "pigeon")], "");
+    let job = run(
+        &["-n", "2", &check(), "rma"],
+        &[("WEFT_TRANSPORT", "pigeon")],
+        "",
+    );
     assert_ne!(job.code, Some(0));
-    assert!(job.stderr.contains("init: WEFT_TRANSPORT=\"pigeon\""), "{}", job.stderr);
-    let job = run(&["-n", "2", &check(), "rma"], &[("WEFT_SYMMETRIC_SIZE", "12Q")], "");
+    assert!(
+        job.stderr.contains("init: WEFT_TRANSPORT=\"pigeon\""),
+        "{}",
+        job.stderr
+    );
+    let job = run(
+        &["-n", "2", &check(), "rma"],
+        &[("WEFT_SYMMETRIC_SIZE", "12Q")],
+        "",
+    );
     assert_ne!(job.code, Some(0));
-    assert!(job.stderr.contains("WEFT_SYMMETRIC_SIZE=\"12Q\""), "{}", job.stderr);
-    let job = run(&["-n", "1", &check(), "rma"], &[("WEFT_SYMMETRIC_SIZE", "100T")], "");
+    assert!(
+        job.stderr.contains("WEFT_SYMMETRIC_SIZE=\"12Q\""),
+        "{}",
+        job.stderr
+    );
+    let job = run(
+        &["-n", "1", &check(), "rma"],
+        &[("WEFT_SYMMETRIC_SIZE", "100T")],
+        "",
+    );
     assert_ne!(job.code, Some(0));
     assert!(job.stderr.contains("rank 0: init:"), "{}", job.stderr);
 }

@@ -15,15 +15,29 @@ fn tag_output_prefixes_every_line_with_its_rank() {
     let job = run(&["-n", "4", "--tag-output", &check(), "wait"], &[], "");
     assert_eq!(job.code, Some(0), "{}", job.stderr);
     for r in 0..4 {
-        assert!(job.stdout.lines().any(|l| l == format!("[{r}] rank {r}: wait ok")), "{}", job.stdout);
+        assert!(
+            job.stdout
+                .lines()
+                .any(|l| l == format!("[{r}] rank {r}: wait ok")),
+            "{}",
+            job.stdout
+        );
     }
 }
 
 #[test]
 fn stdin_goes_to_rank_0() {
-    let job = run(&["-n", "2", &check(), "stdin"], &[], "a line for rank zero\n");
+    let job = run(
+        &["-n", "2", &check(), "stdin"],
+        &[],
+        "a line for rank zero\n",
+    );
     assert_eq!(job.code, Some(0), "{}", job.stderr);
-    assert!(job.stdout.contains("rank 0 read: a line for rank zero"), "{}", job.stdout);
+    assert!(
+        job.stdout.contains("rank 0 read: a line for rank zero"),
+        "{}",
+        job.stdout
+    );
 }
 
 #[test]
@@ -48,26 +62,73 @@ extern "C" {
 
 #[test]
 fn bindings_are_reported() {
-    let job = run(&["-n", "2", "--bind-to", "core", "--report-bindings", &check(), "wait"], &[], "");
+    let job = run(
+        &[
+            "-n",
+            "2",
+            "--bind-to",
+            "core",
+            "--report-bindings",
+            &check(),
+            "wait",
+        ],
+        &[],
+        "",
+    );
     assert_eq!(job.code, Some(0), "{}", job.stderr);
-    assert!(job.stderr.contains("weftrun: rank 0 bound to core"), "{}", job.stderr);
-    let job = run(&["-n", "2", "--bind-to", "none", "--report-bindings", &check(), "wait"], &[], "");
-    assert!(job.stderr.contains("weftrun: rank 1 not bound"), "{}", job.stderr);
+    assert!(
+        job.stderr.contains("weftrun: rank 0 bound to core"),
+        "{}",
+        job.stderr
+    );
+    let job = run(
+        &[
+            "-n",
+            "2",
+            "--bind-to",
+            "none",
+            "--report-bindings",
+            &check(),
+            "wait",
+        ],
+        &[],
+        "",
+    );
+    assert!(
+        job.stderr.contains("weftrun: rank 1 not bound"),
+        "{}",
+        job.stderr
+    );
 }
 
 #[test]
 fn help_explains_every_option() {
     let out = Command::new(weftrun()).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for opt in ["--np", "--tag-output", "--bind-to", "--report-bindings", "--grace", "PROGRAM"] {
+    for opt in [
+        "--np",
+        "--tag-output",
+        "--bind-to",
+        "--report-bindings",
+        "--grace",
+        "PROGRAM",
+    ] {
         assert!(text.contains(opt), "--help does not mention {opt}:\n{text}");
     }
 }
 
 #[test]
 fn a_program_without_launcher_is_a_singleton() {
-    let out = Command::new(weft_check()).arg("atomics").env_remove("PMI_FD").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(weft_check())
+        .arg("atomics")
+        .env_remove("PMI_FD")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("rank 0: atomics ok"));
 }
 
@@ -90,7 +151,11 @@ fn the_examples_run_under_weftrun() {
         ("hello", &[][..], "hello from PE 3 of 4"),
         ("ring", &["20"][..], "the token is 120 (expected 120)"),
         ("histogram", &["20000"][..], "4 PEs counted 80000 samples"),
-        ("jacobi", &["64", "50"][..], "max difference from serial 0e0"),
+        (
+            "jacobi",
+            &["64", "50"][..],
+            "max difference from serial 0e0",
+        ),
     ] {
         let path = weft_tests::binary(prog);
         let mut a = vec!["-n", "4", path.to_str().unwrap()];

@@ -24,7 +24,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     world.barrier_all()?;
     if me == 0 {
         let all: u64 = totals.to_vec_local()?.iter().sum();
-        println!("{n} PEs counted {all} samples into {} bins", BINS_PER_PE * n);
+        println!(
+            "{n} PEs counted {all} samples into {} bins",
+            BINS_PER_PE * n
+        );
         if all != samples * n as u64 {
             return Err(format!("expected {} samples", samples * n as u64).into());
         }

@@ -26,7 +26,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..steps {
         // Send edge rows to the neighbours' halos.
         if me > 0 {
-            halo.put(me - 1, (start(me) - start(me - 1) + 1) * width, &cur[width..2 * width])?;
+            halo.put(
+                me - 1,
+                (start(me) - start(me - 1) + 1) * width,
+                &cur[width..2 * width],
+            )?;
         }
         if me + 1 < n {
             halo.put(me + 1, 0, &cur[rows * width..(rows + 1) * width])?;
@@ -53,7 +57,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .zip(&serial)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f64::max);
-        println!("jacobi {size}x{size}, {steps} steps on {n} PEs: max difference from serial {diff:e}");
+        println!(
+            "jacobi {size}x{size}, {steps} steps on {n} PEs: max difference from serial {diff:e}"
+        );
         if diff != 0.0 {
             return Err("parallel and serial results differ".into());
         }

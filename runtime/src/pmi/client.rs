@@ -77,14 +77,20 @@ impl PmiClient {
             vallen_max: 0,
         };
         c.call(
-            Line::new("init").with("pmi_version", 1).with("pmi_subversion", 1),
+            Line::new("init")
+                .with("pmi_version", 1)
+                .with("pmi_subversion", 1),
             "response_to_init",
         )?;
         let maxes = c.call(Line::new("get_maxes"), "maxes")?;
         c.vallen_max = field(&maxes, "vallen_max")?
             .parse()
             .map_err(|_| "get_maxes: vallen_max is not a number".to_string())?;
-        c.kvsname = field(&c.call(Line::new("get_my_kvsname"), "my_kvsname")?, "kvsname")?.into();
+        c.kvsname = field(
+            &c.call(Line::new("get_my_kvsname"), "my_kvsname")?,
+            "kvsname",
+        )?
+        .into();
         Ok(c)
     }
 
@@ -119,7 +125,9 @@ impl PmiClient {
 
     /// Reads `key`, put by any rank before the last barrier.
     pub fn get(&mut self, key: &str) -> Result<String, String> {
-        let l = Line::new("get").with("kvsname", &self.kvsname).with("key", key);
+        let l = Line::new("get")
+            .with("kvsname", &self.kvsname)
+            .with("key", key);
         let reply = self.call(l, "get_result")?;
         Ok(field(&reply, "value")?.to_owned())
     }
@@ -137,7 +145,9 @@ impl PmiClient {
 
     /// Asks the launcher to end the whole job with `code`.
     pub fn abort(&mut self, code: i32, msg: &str) -> Result<(), String> {
-        let l = Line::new("abort").with("exitcode", code).with("error_msg", msg.replace('\n', " "));
+        let l = Line::new("abort")
+            .with("exitcode", code)
+            .with("error_msg", msg.replace('\n', " "));
         self.send(&l)
     }
 
@@ -164,7 +174,10 @@ impl PmiClient {
         }
         let reply = Line::parse(&text).map_err(|e| format!("{cmd}: malformed reply: {e}"))?;
         if reply.cmd() != expect {
-            return Err(format!("{cmd}: expected cmd={expect}, got {:?}", text.trim_end()));
+            return Err(format!(
+                "{cmd}: expected cmd={expect}, got {:?}",
+                text.trim_end()
+            ));
         }
         match reply.get("rc") {
             None | Some("0") => Ok(reply),
@@ -188,12 +201,24 @@ mod tests {
     #[test]
     fn environment_is_validated() {
         let env = |vars: &'static [(&'static str, &'static str)]| {
-            move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
         };
         assert_eq!(PmiEnv::from_lookup(env(&[])), Ok(None));
         assert_eq!(
-            PmiEnv::from_lookup(env(&[("PMI_FD", "5"), ("PMI_RANK", "1"), ("PMI_SIZE", "2")])),
-            Ok(Some(PmiEnv { fd: 5, rank: 1, size: 2 }))
+            PmiEnv::from_lookup(env(&[
+                ("PMI_FD", "5"),
+                ("PMI_RANK", "1"),
+                ("PMI_SIZE", "2")
+            ])),
+            Ok(Some(PmiEnv {
+                fd: 5,
+                rank: 1,
+                size: 2
+            }))
         );
         for bad in [
             &[("PMI_FD", "5")][..],
@@ -220,7 +245,11 @@ mod tests {
             }
         });
         let fd = std::os::fd::IntoRawFd::into_raw_fd(ours);
-        PmiClient::connect(&PmiEnv { fd, rank: 0, size: 1 })
+        PmiClient::connect(&PmiEnv {
+            fd,
+            rank: 0,
+            size: 1,
+        })
     }
 
     #[test]
@@ -233,7 +262,9 @@ mod tests {
         .unwrap();
         assert_eq!((ok.kvsname(), ok.vallen_max()), ("job7", 1024));
 
-        let e = client_against(&["cmd=response_to_init rc=-1 msg=no\n"]).err().unwrap();
+        let e = client_against(&["cmd=response_to_init rc=-1 msg=no\n"])
+            .err()
+            .unwrap();
         assert!(e.contains("init") && e.contains("rc=-1"), "{e}");
         let e = client_against(&["garbage\n"]).err().unwrap();
         assert!(e.contains("init: malformed reply"), "{e}");

@@ -109,15 +109,20 @@ fn rma(world: &World) -> Check {
         for src in 0..n {
             for i in 0..len {
                 let (got, want) = (local[src * len + i], pattern(src, me, i));
-                ensure(got == want, || format!("len {len}: from PE {src} element {i} is {got:#x}, want {want:#x}"))?;
+                ensure(got == want, || {
+                    format!("len {len}: from PE {src} element {i} is {got:#x}, want {want:#x}")
+                })?;
             }
         }
         for dst in 0..n {
             let mut back = vec![0u64; len];
             w(a.get(dst, me * len, &mut back))?;
-            ensure(back.iter().enumerate().all(|(i, &v)| v == pattern(me, dst, i)), || {
-                format!("len {len}: get from PE {dst} returned other data")
-            })?;
+            ensure(
+                back.iter()
+                    .enumerate()
+                    .all(|(i, &v)| v == pattern(me, dst, i)),
+                || format!("len {len}: get from PE {dst} returned other data"),
+            )?;
         }
         // get_nbi: fetch my slot from every PE into a local symmetric array.
         let b = w(world.alloc::<u64>(len * n))?;
@@ -127,9 +132,10 @@ fn rma(world: &World) -> Check {
         w(world.quiet())?;
         let fetched = w(b.to_vec_local())?;
         for src in 0..n {
-            ensure((0..len).all(|i| fetched[src * len + i] == pattern(me, src, i)), || {
-                format!("len {len}: get_nbi from PE {src} returned other data")
-            })?;
+            ensure(
+                (0..len).all(|i| fetched[src * len + i] == pattern(me, src, i)),
+                || format!("len {len}: get_nbi from PE {src} returned other data"),
+            )?;
         }
         w(world.barrier_all())?;
         w(b.free())?;
@@ -146,9 +152,12 @@ fn rma(world: &World) -> Check {
         w(flag.set(right, 0, round))?;
         w(flag.wait_until(0, Cmp::Ge, round))?;
         let got = w(data.to_vec_local())?;
-        ensure(got.iter().enumerate().all(|(i, &v)| v == round * 10_000 + i as u64), || {
-            format!("round {round}: data not complete when the flag arrived")
-        })?;
+        ensure(
+            got.iter()
+                .enumerate()
+                .all(|(i, &v)| v == round * 10_000 + i as u64),
+            || format!("round {round}: data not complete when the flag arrived"),
+        )?;
         w(world.barrier_all())?;
     }
     Ok(())
@@ -159,21 +168,41 @@ fn strided(world: &World) -> Check {
     let (me, n) = (world.rank(), world.size());
     let a = w(world.alloc::<i32>(3 * 100 * n))?;
     let right = (me + 1) % n;
-    let src: Vec<i32> = (0..200).map(|i| if i % 2 == 0 { (me * 1000 + i / 2) as i32 } else { -1 }).collect();
+    let src: Vec<i32> = (0..200)
+        .map(|i| {
+            if i % 2 == 0 {
+                (me * 1000 + i / 2) as i32
+            } else {
+                -1
+            }
+        })
+        .collect();
     // 100 elements from every other source element to every third slot.
     w(a.iput(right, me * 300, 3, &src, 2, 100))?;
     w(world.barrier_all())?;
     let left = (me + n - 1) % n;
     let local = w(a.to_vec_local())?;
     for (k, &v) in local[left * 300..left * 300 + 300].iter().enumerate() {
-        let want = if k % 3 == 0 { (left * 1000 + k / 3) as i32 } else { 0 };
-        ensure(v == want, || format!("element {k} of PE {left}'s block is {v}, want {want}"))?;
+        let want = if k % 3 == 0 {
+            (left * 1000 + k / 3) as i32
+        } else {
+            0
+        };
+        ensure(v == want, || {
+            format!("element {k} of PE {left}'s block is {v}, want {want}")
+        })?;
     }
     let mut back = vec![7i32; 400];
     w(a.iget(right, me * 300, 3, &mut back, 4, 100))?;
     for (k, &v) in back.iter().enumerate() {
-        let want = if k % 4 == 0 { (me * 1000 + k / 4) as i32 } else { 7 };
-        ensure(v == want, || format!("iget element {k} is {v}, want {want}"))?;
+        let want = if k % 4 == 0 {
+            (me * 1000 + k / 4) as i32
+        } else {
+            7
+        };
+        ensure(v == want, || {
+            format!("iget element {k} is {v}, want {want}")
+        })?;
     }
     w(world.barrier_all())
 }
@@ -190,14 +219,24 @@ where
     let pe = (me + 1) % n;
     let name = std::any::type_name::<T>();
     let expect = |what: &str, got: T, want: i64| {
-        ensure(got == t(want), || format!("{name} {what}: got {got:?}, want {want}"))
+        ensure(got == t(want), || {
+            format!("{name} {what}: got {got:?}, want {want}")
+        })
     };
     expect("fetch of zeroed memory", w(a.fetch(pe, me))?, 0)?;
     w(a.set(pe, me, t(10)))?;
     expect("fetch after set", w(a.fetch(pe, me))?, 10)?;
     expect("swap", w(a.swap(pe, me, t(12)))?, 10)?;
-    expect("failing compare_swap", w(a.compare_swap(pe, me, t(11), t(99)))?, 12)?;
-    expect("succeeding compare_swap", w(a.compare_swap(pe, me, t(12), t(20)))?, 12)?;
+    expect(
+        "failing compare_swap",
+        w(a.compare_swap(pe, me, t(11), t(99)))?,
+        12,
+    )?;
+    expect(
+        "succeeding compare_swap",
+        w(a.compare_swap(pe, me, t(12), t(20)))?,
+        12,
+    )?;
     expect("fetch_add", w(a.fetch_add(pe, me, t(5)))?, 20)?;
     w(a.add(pe, me, t(5)))?;
     expect("fetch_inc", w(a.fetch_inc(pe, me))?, 30)?;
@@ -207,7 +246,11 @@ where
     expect("fetch_xor", w(a.fetch_xor(pe, me, t(0b0011)))?, 0b0101)?;
     expect("final value", w(a.fetch(pe, me))?, 0b0110)?;
     w(a.set(pe, me, t(0)))?;
-    expect("fetch_add of a negative operand", w(a.fetch_add(pe, me, T::try_from(-3).unwrap_or(t(0))))?, 0)?;
+    expect(
+        "fetch_add of a negative operand",
+        w(a.fetch_add(pe, me, T::try_from(-3).unwrap_or(t(0))))?,
+        0,
+    )?;
     w(world.barrier_all())?;
     w(a.free())
 }
@@ -227,10 +270,14 @@ fn contended(world: &World) -> Check {
         w(c32.inc(target, 0))?;
     }
     w(world.barrier_all())?;
-    ensure(tickets.windows(2).all(|p| p[0] < p[1]), || "tickets from PE 0's counter are not increasing".into())?;
+    ensure(tickets.windows(2).all(|p| p[0] < p[1]), || {
+        "tickets from PE 0's counter are not increasing".into()
+    })?;
     if me == 0 {
         let total = w(c.fetch(0, 0))?;
-        ensure(total == ROUNDS * n as u64, || format!("counter is {total}, want {}", ROUNDS * n as u64))?;
+        ensure(total == ROUNDS * n as u64, || {
+            format!("counter is {total}, want {}", ROUNDS * n as u64)
+        })?;
         let mut sum = 0;
         let mut sum32 = 0;
         for pe in 0..n {
@@ -239,7 +286,9 @@ fn contended(world: &World) -> Check {
         }
         let want: u64 = (1..=n as u64).sum::<u64>() * ROUNDS;
         ensure(sum == want, || format!("sum of adds is {sum}, want {want}"))?;
-        ensure(sum32 == ROUNDS * n as u64, || format!("sum of 32-bit incs is {sum32}"))?;
+        ensure(sum32 == ROUNDS * n as u64, || {
+            format!("sum of 32-bit incs is {sum32}")
+        })?;
     }
     Ok(())
 }
@@ -249,10 +298,21 @@ fn wait(world: &World) -> Check {
     let (me, n) = (world.rank(), world.size());
     let flag = w(world.alloc::<i64>(1))?;
     let right = (me + 1) % n;
-    ensure(w(flag.test(0, Cmp::Eq, 0))?, || "test Eq on zeroed memory".into())?;
-    ensure(!w(flag.test(0, Cmp::Ne, 0))?, || "test Ne on zeroed memory".into())?;
+    ensure(w(flag.test(0, Cmp::Eq, 0))?, || {
+        "test Eq on zeroed memory".into()
+    })?;
+    ensure(!w(flag.test(0, Cmp::Ne, 0))?, || {
+        "test Ne on zeroed memory".into()
+    })?;
     w(world.barrier_all())?;
-    let steps = [(Cmp::Eq, 5i64), (Cmp::Ne, 5), (Cmp::Gt, 6), (Cmp::Ge, 8), (Cmp::Lt, -1), (Cmp::Le, -2)];
+    let steps = [
+        (Cmp::Eq, 5i64),
+        (Cmp::Ne, 5),
+        (Cmp::Gt, 6),
+        (Cmp::Ge, 8),
+        (Cmp::Lt, -1),
+        (Cmp::Le, -2),
+    ];
     let mut values = [5i64, 6, 7, 8, -2, -2].into_iter();
     for (cmp, v) in steps {
         let val = values.next().unwrap();
@@ -264,7 +324,9 @@ fn wait(world: &World) -> Check {
             w(flag.set(right, 0, val))?;
         }
         let now = w(flag.fetch(me, 0))?;
-        ensure(cmp.holds(now, v), || format!("after wait_until({cmp:?}, {v}) the value is {now}"))?;
+        ensure(cmp.holds(now, v), || {
+            format!("after wait_until({cmp:?}, {v}) the value is {now}")
+        })?;
         w(world.barrier_all())?;
     }
     Ok(())
@@ -282,7 +344,9 @@ fn alloc(world: &World) -> Check {
             w(v.free())?;
         } else {
             let v = w(world.alloc::<u8>(1 + i * 97))?;
-            ensure(w(v.to_vec_local())?.iter().all(|&b| b == 0), || "new allocation is not zeroed".into())?;
+            ensure(w(v.to_vec_local())?.iter().all(|&b| b == 0), || {
+                "new allocation is not zeroed".into()
+            })?;
             w(v.write_local(0, &[0xff]))?;
             record.push(v.heap_offset() as u64);
             live.push(v);
@@ -294,7 +358,9 @@ fn alloc(world: &World) -> Check {
     if me == 0 {
         let all = w(offsets.to_vec_local())?;
         for pe in 1..n {
-            ensure(all[pe * 8..pe * 8 + 8] == all[..8], || format!("PE {pe} got other offsets: {all:?}"))?;
+            ensure(all[pe * 8..pe * 8 + 8] == all[..8], || {
+                format!("PE {pe} got other offsets: {all:?}")
+            })?;
         }
     }
     for v in live {
@@ -306,11 +372,9 @@ fn alloc(world: &World) -> Check {
 fn expect_err<T>(r: weft::Result<T>, op: &str, what: impl Fn(&Cause) -> bool, me: usize) -> Check {
     match r {
         Ok(_) => Err(format!("{op} succeeded where it must fail")),
-        Err(Error { rank, op: o, cause }) => {
-            ensure(rank == me && o == op && what(&cause), || {
-                format!("{op}: unexpected error: rank {rank}: {o}: {cause}")
-            })
-        }
+        Err(Error { rank, op: o, cause }) => ensure(rank == me && o == op && what(&cause), || {
+            format!("{op}: unexpected error: rank {rank}: {o}: {cause}")
+        }),
     }
 }
 
@@ -320,7 +384,12 @@ fn errors(world: &World) -> Check {
     let a = w(world.alloc::<u64>(16))?;
     let bad_pe = |c: &Cause| matches!(c, Cause::BadPe { pe, size } if *pe == n && *size == n);
     expect_err(a.put(n, 0, &[1]), "put", bad_pe, me)?;
-    expect_err(a.get(n + 5, 0, &mut [0]), "get", |c| matches!(c, Cause::BadPe { .. }), me)?;
+    expect_err(
+        a.get(n + 5, 0, &mut [0]),
+        "get",
+        |c| matches!(c, Cause::BadPe { .. }),
+        me,
+    )?;
     expect_err(a.fetch_add(n, 0, 1), "fetch_add", bad_pe, me)?;
     let oob = |c: &Cause| matches!(c, Cause::OutOfBounds { len: 16, .. });
     expect_err(a.put(0, 15, &[1, 2]), "put", oob, me)?;
@@ -330,10 +399,23 @@ fn errors(world: &World) -> Check {
     expect_err(a.wait_until(16, Cmp::Eq, 0), "test", oob, me)?;
     expect_err(a.get_nbi(0, 0, &a, 10, 7), "get_nbi", oob, me)?;
     expect_err(a.iput(0, 0, 4, &[1, 2, 3, 4, 5], 1, 5), "iput", oob, me)?;
-    expect_err(a.iput(0, 0, 0, &[1], 1, 1), "iput", |c| matches!(c, Cause::BadStride(_)), me)?;
-    expect_err(a.iget(0, 0, 1, &mut [0; 3], 2, 3), "iget", |c| matches!(c, Cause::BadStride(_)), me)?;
+    expect_err(
+        a.iput(0, 0, 0, &[1], 1, 1),
+        "iput",
+        |c| matches!(c, Cause::BadStride(_)),
+        me,
+    )?;
+    expect_err(
+        a.iget(0, 0, 1, &mut [0; 3], 2, 3),
+        "iget",
+        |c| matches!(c, Cause::BadStride(_)),
+        me,
+    )?;
     let text = a.put(n, 0, &[1]).unwrap_err().to_string();
-    ensure(text == format!("rank {me}: put: PE {n} does not exist (the job has {n} PEs)"), || text.clone())?;
+    ensure(
+        text == format!("rank {me}: put: PE {n} does not exist (the job has {n} PEs)"),
+        || text.clone(),
+    )?;
     w(world.barrier_all())
 }
 
@@ -342,14 +424,27 @@ fn exhaust(world: &World) -> Check {
     let me = world.rank();
     let size = world.config().symmetric_size;
     let big = world.alloc::<u8>(size + 1);
-    expect_err(big, "alloc", |c| matches!(c, Cause::HeapExhausted { .. }), me)?;
-    let text = world.alloc::<u8>(size + 1).err().map(|e| e.to_string()).unwrap_or_default();
-    ensure(text.contains("WEFT_SYMMETRIC_SIZE"), || format!("message does not name the variable: {text}"))?;
+    expect_err(
+        big,
+        "alloc",
+        |c| matches!(c, Cause::HeapExhausted { .. }),
+        me,
+    )?;
+    let text = world
+        .alloc::<u8>(size + 1)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    ensure(text.contains("WEFT_SYMMETRIC_SIZE"), || {
+        format!("message does not name the variable: {text}")
+    })?;
     let mut held = Vec::new();
     while let Ok(v) = world.alloc::<u8>(size / 8) {
         held.push(v);
     }
-    ensure(held.len() >= 6, || format!("only {} eighths of the heap could be allocated", held.len()))?;
+    ensure(held.len() >= 6, || {
+        format!("only {} eighths of the heap could be allocated", held.len())
+    })?;
     for v in held {
         w(v.free())?;
     }
@@ -366,7 +461,12 @@ fn mismatch(world: &World) -> Check {
     let r = world.alloc::<u64>(len);
     if n > 1 {
         let want = format!("PEs [{odd}] called alloc of 24 elements");
-        expect_err(r, "alloc", |c| matches!(c, Cause::Mismatch(t) if t.contains(&want)), me)?;
+        expect_err(
+            r,
+            "alloc",
+            |c| matches!(c, Cause::Mismatch(t) if t.contains(&want)),
+            me,
+        )?;
     } else {
         w(r)?;
     }
@@ -374,14 +474,18 @@ fn mismatch(world: &World) -> Check {
     w(after.put((me + 1) % n, 0, &[me as u64]))?;
     w(world.barrier_all())?;
     let got = w(after.fetch(me, 0))?;
-    ensure(got == ((me + n - 1) % n) as u64, || format!("after the mismatch got {got}"))
+    ensure(got == ((me + n - 1) % n) as u64, || {
+        format!("after the mismatch got {got}")
+    })
 }
 
 /// Rank 0 reads a line from its stdin and prints it.
 fn stdin(world: &World) -> Check {
     if world.rank() == 0 {
         let mut line = String::new();
-        std::io::stdin().read_line(&mut line).map_err(|e| e.to_string())?;
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
         println!("rank 0 read: {}", line.trim_end());
     }
     w(world.barrier_all())

@@ -76,7 +76,13 @@ pub fn create_segment(
 pub fn segment_name(job: &str, rank: usize) -> String {
     let job: String = job
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(120)
         .collect();
     format!("/weft-{job}-{rank}")
@@ -90,11 +96,7 @@ pub fn node_id() -> String {
     // SAFETY: `host` is a writable buffer of the length given.
     unsafe { libc::gethostname(host.as_mut_ptr().cast(), host.len() - 1) };
     let end = host.iter().position(|&b| b == 0).unwrap_or(0);
-    format!(
-        "{}/{}",
-        String::from_utf8_lossy(&host[..end]),
-        boot.trim()
-    )
+    format!("{}/{}", String::from_utf8_lossy(&host[..end]), boot.trim())
 }
 
 struct Peer {
@@ -171,12 +173,12 @@ impl ShmTransport {
         let mut peers = Vec::with_capacity(addresses.len());
         for (peer, addr) in addresses.iter().enumerate() {
             let text = std::str::from_utf8(addr).ok();
-            let (peer_node, name) = text
-                .and_then(|t| t.split_once(' '))
-                .ok_or_else(|| TransportError::Malformed {
-                    peer,
-                    detail: format!("shm address {:?}", String::from_utf8_lossy(addr)),
-                })?;
+            let (peer_node, name) =
+                text.and_then(|t| t.split_once(' '))
+                    .ok_or_else(|| TransportError::Malformed {
+                        peer,
+                        detail: format!("shm address {:?}", String::from_utf8_lossy(addr)),
+                    })?;
             if peer_node != node {
                 peers.push(None);
                 continue;
@@ -189,13 +191,11 @@ impl ShmTransport {
             self.check_header(peer, &segment)?;
             // SAFETY: `base` is segment memory: header checked, layout shared
             // by every PE, ring `self.rank` is written only by this PE.
-            let outbound = unsafe {
-                Producer::from_raw(segment.as_ptr().add(self.layout.ring_at(self.rank)))
-            };
+            let outbound =
+                unsafe { Producer::from_raw(segment.as_ptr().add(self.layout.ring_at(self.rank))) };
             // SAFETY: ring `peer` in our own segment is read only by this PE.
-            let inbound = unsafe {
-                Consumer::from_raw(self.own.as_ptr().add(self.layout.ring_at(peer)))
-            };
+            let inbound =
+                unsafe { Consumer::from_raw(self.own.as_ptr().add(self.layout.ring_at(peer))) };
             *self.inbound[peer].lock() = Some(inbound);
             peers.push(Some(Peer {
                 // SAFETY: the heap lies inside the segment (`SegmentLayout::total`).
@@ -220,7 +220,12 @@ impl ShmTransport {
                 h.add(3).read(),
             )
         };
-        let expect = (MAGIC, peer as u64, self.layout.nranks as u64, self.layout.heap_size as u64);
+        let expect = (
+            MAGIC,
+            peer as u64,
+            self.layout.nranks as u64,
+            self.layout.heap_size as u64,
+        );
         if (magic, rank, nranks, heap) != expect {
             return Err(TransportError::Malformed {
                 peer,
@@ -246,7 +251,10 @@ impl ShmTransport {
     /// This PE's own heap: pointer and length.
     pub fn local_heap(&self) -> (*mut u8, usize) {
         // SAFETY: the heap lies inside the own segment.
-        (unsafe { self.own.as_ptr().add(self.layout.heap_at()) }, self.layout.heap_size)
+        (
+            unsafe { self.own.as_ptr().add(self.layout.heap_at()) },
+            self.layout.heap_size,
+        )
     }
 
     fn peer(&self, peer: usize) -> Result<&Peer, TransportError> {
@@ -262,7 +270,7 @@ impl ShmTransport {
     /// Pointer to `len` bytes at `offset` of `peer`'s heap, bounds checked.
     fn at(&self, peer: usize, offset: usize, len: usize) -> Result<*mut u8, TransportError> {
         let p = self.peer(peer)?;
-        let end = offset.checked_add(len).unwrap_or(usize::MAX);
+        let end = offset.saturating_add(len);
         if end > self.layout.heap_size {
             return Err(TransportError::OutOfBounds {
                 peer,
@@ -369,7 +377,9 @@ impl Transport for ShmTransport {
         let mut buf = [0u8; SLOT_PAYLOAD];
         let mut delivered = 0;
         for (source, slot) in self.inbound.iter().enumerate() {
-            let Some(mut guard) = slot.try_lock() else { continue };
+            let Some(mut guard) = slot.try_lock() else {
+                continue;
+            };
             let Some(rx) = guard.as_mut() else { continue };
             loop {
                 let got = rx
@@ -380,10 +390,12 @@ impl Transport for ShmTransport {
                             payload: m.payload,
                         })
                     })
-                    .map_err(|ring::RingError::Corrupt(detail)| TransportError::Malformed {
-                        peer: source,
-                        detail: format!("message ring: {detail}"),
-                    })?;
+                    .map_err(
+                        |ring::RingError::Corrupt(detail)| TransportError::Malformed {
+                            peer: source,
+                            detail: format!("message ring: {detail}"),
+                        },
+                    )?;
                 if !got {
                     break;
                 }
@@ -399,9 +411,11 @@ fn apply64(a: &AtomicU64, op: AtomicOp) -> u64 {
     match op {
         AtomicOp::Fetch => a.load(o),
         AtomicOp::Swap(v) => a.swap(v, o),
-        AtomicOp::CompareSwap { compare, value } => match a.compare_exchange(compare, value, o, o) {
-            Ok(v) | Err(v) => v,
-        },
+        AtomicOp::CompareSwap { compare, value } => {
+            match a.compare_exchange(compare, value, o, o) {
+                Ok(v) | Err(v) => v,
+            }
+        }
         AtomicOp::FetchAdd(v) => a.fetch_add(v, o),
         AtomicOp::FetchAnd(v) => a.fetch_and(v, o),
         AtomicOp::FetchOr(v) => a.fetch_or(v, o),
@@ -434,9 +448,18 @@ mod tests {
     /// Two PEs in one process, each with its own segment and transport.
     fn pair(tag: &str) -> (ShmTransport, ShmTransport) {
         let job = format!("t{tag}{}", std::process::id());
-        let layout = SegmentLayout { nranks: 2, heap_size: 1 << 16 };
+        let layout = SegmentLayout {
+            nranks: 2,
+            heap_size: 1 << 16,
+        };
         let mut ts: Vec<ShmTransport> = (0..2)
-            .map(|r| ShmTransport::new(Arc::new(create_segment(&job, r, layout).unwrap()), r, layout))
+            .map(|r| {
+                ShmTransport::new(
+                    Arc::new(create_segment(&job, r, layout).unwrap()),
+                    r,
+                    layout,
+                )
+            })
             .collect();
         let addrs: Vec<Vec<u8>> = ts.iter().map(ShmTransport::address).collect();
         for t in &mut ts {
@@ -457,27 +480,66 @@ mod tests {
         // SAFETY: `out` is a live local buffer of 4 bytes.
         unsafe { b.get(1, 8, out.as_mut_ptr(), 4).unwrap() };
         assert_eq!(out, [1, 2, 3, 4]);
-        assert_eq!(a.atomic(1, 64, AtomicWidth::W64, AtomicOp::FetchAdd(5)).unwrap(), 0);
-        assert_eq!(b.atomic(1, 64, AtomicWidth::W64, AtomicOp::Fetch).unwrap(), 5);
-        let cas = AtomicOp::CompareSwap { compare: 5, value: 9 };
+        assert_eq!(
+            a.atomic(1, 64, AtomicWidth::W64, AtomicOp::FetchAdd(5))
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            b.atomic(1, 64, AtomicWidth::W64, AtomicOp::Fetch).unwrap(),
+            5
+        );
+        let cas = AtomicOp::CompareSwap {
+            compare: 5,
+            value: 9,
+        };
         assert_eq!(b.atomic(1, 64, AtomicWidth::W64, cas).unwrap(), 5);
-        assert_eq!(a.atomic(1, 64, AtomicWidth::W64, AtomicOp::Fetch).unwrap(), 9);
-        assert_eq!(a.atomic(0, 4, AtomicWidth::W32, AtomicOp::FetchOr(0xf0)).unwrap(), 0);
-        assert_eq!(b.atomic(0, 4, AtomicWidth::W32, AtomicOp::FetchXor(0xff)).unwrap(), 0xf0);
-        assert_eq!(a.atomic(0, 4, AtomicWidth::W32, AtomicOp::Fetch).unwrap(), 0x0f);
+        assert_eq!(
+            a.atomic(1, 64, AtomicWidth::W64, AtomicOp::Fetch).unwrap(),
+            9
+        );
+        assert_eq!(
+            a.atomic(0, 4, AtomicWidth::W32, AtomicOp::FetchOr(0xf0))
+                .unwrap(),
+            0
+        );
+        assert_eq!(
+            b.atomic(0, 4, AtomicWidth::W32, AtomicOp::FetchXor(0xff))
+                .unwrap(),
+            0xf0
+        );
+        assert_eq!(
+            a.atomic(0, 4, AtomicWidth::W32, AtomicOp::Fetch).unwrap(),
+            0x0f
+        );
     }
 
     #[test]
     fn bad_accesses_are_errors() {
         let (a, _b) = pair("bad");
-        assert!(matches!(a.put(1, (1 << 16) - 2, &[0; 4]), Err(TransportError::OutOfBounds { .. })));
-        assert!(matches!(a.put(1, usize::MAX, &[0; 4]), Err(TransportError::OutOfBounds { .. })));
-        assert!(matches!(a.put(2, 0, &[0]), Err(TransportError::Unreachable { peer: 2, .. })));
+        assert!(matches!(
+            a.put(1, (1 << 16) - 2, &[0; 4]),
+            Err(TransportError::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            a.put(1, usize::MAX, &[0; 4]),
+            Err(TransportError::OutOfBounds { .. })
+        ));
+        assert!(matches!(
+            a.put(2, 0, &[0]),
+            Err(TransportError::Unreachable { peer: 2, .. })
+        ));
         assert!(matches!(
             a.atomic(1, 4, AtomicWidth::W64, AtomicOp::Fetch),
-            Err(TransportError::Misaligned { offset: 4, align: 8 })
+            Err(TransportError::Misaligned {
+                offset: 4,
+                align: 8
+            })
         ));
-        assert!(matches!(a.send(1, 0, &[0; 1000]), Err(TransportError::MessageTooLarge { .. })));
+        assert!(matches!(
+            a.send(1, 0, &[0; 1000]),
+            Err(TransportError::MessageTooLarge { .. })
+        ));
     }
 
     #[test]
@@ -505,8 +567,14 @@ mod tests {
     #[test]
     fn mismatched_heap_sizes_are_refused() {
         let job = format!("tsize{}", std::process::id());
-        let small = SegmentLayout { nranks: 2, heap_size: 1 << 16 };
-        let large = SegmentLayout { nranks: 2, heap_size: 1 << 17 };
+        let small = SegmentLayout {
+            nranks: 2,
+            heap_size: 1 << 16,
+        };
+        let large = SegmentLayout {
+            nranks: 2,
+            heap_size: 1 << 17,
+        };
         let mut a = ShmTransport::new(Arc::new(create_segment(&job, 0, small).unwrap()), 0, small);
         let b = ShmTransport::new(Arc::new(create_segment(&job, 1, large).unwrap()), 1, large);
         let err = a.connect(&[a.address(), b.address()]).unwrap_err();

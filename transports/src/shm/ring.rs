@@ -88,7 +88,10 @@ impl Producer {
     /// Writes one message; `false` when the ring is full (no credit).
     /// `payload` must be at most [`SLOT_PAYLOAD`] bytes.
     pub fn try_send(&mut self, header: u64, payload: &[u8]) -> bool {
-        assert!(payload.len() <= SLOT_PAYLOAD, "payload exceeds SLOT_PAYLOAD");
+        assert!(
+            payload.len() <= SLOT_PAYLOAD,
+            "payload exceeds SLOT_PAYLOAD"
+        );
         if self.tail - self.head_cache >= SLOTS as u64 {
             self.head_cache = counter(self.base, HEAD).load(Ordering::Acquire);
             if self.tail - self.head_cache >= SLOTS as u64 {
@@ -149,7 +152,10 @@ impl Consumer {
         // producer does not reuse it before `head` moves past it.
         let (len, header) = unsafe {
             let p = self.base.add(slot);
-            (p.cast::<u32>().read() as usize, p.add(8).cast::<u64>().read())
+            (
+                p.cast::<u32>().read() as usize,
+                p.add(8).cast::<u64>().read(),
+            )
         };
         if len > SLOT_PAYLOAD {
             return Err(RingError::Corrupt(format!("slot length {len}")));

@@ -25,9 +25,20 @@ pub struct Placement {
 pub fn place(n: usize, requested: Option<BindTo>) -> Result<Vec<Placement>, String> {
     let topo = Topology::new().ok_or("hwloc could not read this machine's topology")?;
     let cores = objects(&topo, ObjectType::Core)?;
-    let bind = requested.unwrap_or(if n <= cores.len() { BindTo::Core } else { BindTo::None });
+    let bind = requested.unwrap_or(if n <= cores.len() {
+        BindTo::Core
+    } else {
+        BindTo::None
+    });
     let units = match bind {
-        BindTo::None => return Ok((0..n).map(|_| Placement { what: "not bound".into(), cpus: vec![] }).collect()),
+        BindTo::None => {
+            return Ok((0..n)
+                .map(|_| Placement {
+                    what: "not bound".into(),
+                    cpus: vec![],
+                })
+                .collect())
+        }
         BindTo::Core => cores,
         BindTo::Numa => objects(&topo, ObjectType::NUMANode)?,
     };

@@ -27,7 +27,11 @@ use binding::BindTo;
 /// (SIGTERM, then SIGKILL after the grace period), names the rank, and exits
 /// with that rank's status (128 + signal for a signal).
 #[derive(Parser, Debug)]
-#[command(name = "weftrun", version, after_help = "Example: weftrun -n 4 --tag-output ./jacobi 256")]
+#[command(
+    name = "weftrun",
+    version,
+    after_help = "Example: weftrun -n 4 --tag-output ./jacobi 256"
+)]
 struct Args {
     /// Number of ranks to start.
     #[arg(short = 'n', long = "np", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -46,7 +50,12 @@ struct Args {
     #[arg(long, value_name = "SECONDS", default_value_t = 3.0)]
     grace: f64,
     /// The program to run, and its arguments.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM [ARGS]...")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "PROGRAM [ARGS]..."
+    )]
     command: Vec<String>,
 }
 
@@ -144,7 +153,9 @@ fn run(args: &Args) -> Result<i32, String> {
         };
         match event {
             Event::Exited { pid, status } => {
-                let Some(rank) = ranks.iter().position(|r| r.pid == pid) else { continue };
+                let Some(rank) = ranks.iter().position(|r| r.pid == pid) else {
+                    continue;
+                };
                 ranks[rank].done = true;
                 if failure.is_none() && !status.success() {
                     failure = Some(describe_exit(rank, pid, status));
@@ -154,7 +165,10 @@ fn run(args: &Args) -> Result<i32, String> {
             Event::Abort { rank, code, msg } => {
                 if failure.is_none() {
                     let code = if code == 0 { 1 } else { code };
-                    failure = Some((format!("rank {rank} called abort with exit code {code}: {msg}"), code));
+                    failure = Some((
+                        format!("rank {rank} called abort with exit code {code}: {msg}"),
+                        code,
+                    ));
                     kill_at = Some(stop_all(&ranks, grace));
                 }
             }
@@ -199,7 +213,11 @@ fn spawn(
         .env("PMI_FD", child_fd.to_string())
         .env("PMI_RANK", rank.to_string())
         .env("PMI_SIZE", n.to_string())
-        .stdin(if rank == 0 { Stdio::piped() } else { Stdio::null() })
+        .stdin(if rank == 0 {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let cpus = (!place.cpus.is_empty()).then(|| binding::cpu_set(&place.cpus));
@@ -284,7 +302,13 @@ fn spawn_reaper(tx: Sender<Event>) {
             }
             return;
         }
-        if tx.send(Event::Exited { pid, status: ExitStatus::from_raw(status) }).is_err() {
+        if tx
+            .send(Event::Exited {
+                pid,
+                status: ExitStatus::from_raw(status),
+            })
+            .is_err()
+        {
             return;
         }
     });
@@ -294,7 +318,10 @@ fn describe_exit(rank: usize, pid: i32, status: ExitStatus) -> (String, i32) {
     match (status.code(), status.signal()) {
         (Some(c), _) => (format!("rank {rank} (pid {pid}) exited with status {c}"), c),
         (None, Some(s)) => (
-            format!("rank {rank} (pid {pid}) was killed by signal {s} ({})", signal_name(s)),
+            format!(
+                "rank {rank} (pid {pid}) was killed by signal {s} ({})",
+                signal_name(s)
+            ),
             128 + s,
         ),
         _ => (format!("rank {rank} (pid {pid}) ended abnormally"), 1),
@@ -337,7 +364,9 @@ fn remove_leftover_segments(job: &str) {
     // Segment names are "/weft-<job>-<rank>"; in /dev/shm without the slash.
     let name = weft_transport::shm::segment_name(job, 0);
     let prefix = &name[1..name.len() - 1];
-    let Ok(dir) = std::fs::read_dir("/dev/shm") else { return };
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else {
+        return;
+    };
     for entry in dir.flatten() {
         if entry.file_name().to_string_lossy().starts_with(prefix) {
             let _ = std::fs::remove_file(entry.path());

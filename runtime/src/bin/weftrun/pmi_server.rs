@@ -58,11 +58,16 @@ impl Kvs {
 
 /// Serves rank `rank` on `sock` until it closes the connection.
 pub fn serve(rank: usize, sock: UnixStream, kvs: Arc<Kvs>, events: Sender<Event>) {
-    let Ok(mut out) = sock.try_clone() else { return };
+    let Ok(mut out) = sock.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::new(sock);
     loop {
         let mut text = String::new();
-        match Read::by_ref(&mut reader).take(MAX_LINE as u64 + 1).read_line(&mut text) {
+        match Read::by_ref(&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_line(&mut text)
+        {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
@@ -70,7 +75,11 @@ pub fn serve(rank: usize, sock: UnixStream, kvs: Arc<Kvs>, events: Sender<Event>
             Ok(line) => answer(rank, &line, &kvs, &events),
             Err(e) => {
                 eprintln!("weftrun: rank {rank} sent a malformed PMI line: {e}");
-                Some(Line::new("error").with("rc", -1).with("msg", "malformed_line"))
+                Some(
+                    Line::new("error")
+                        .with("rc", -1)
+                        .with("msg", "malformed_line"),
+                )
             }
         };
         if let Some(r) = reply {
@@ -82,7 +91,13 @@ pub fn serve(rank: usize, sock: UnixStream, kvs: Arc<Kvs>, events: Sender<Event>
 }
 
 fn answer(rank: usize, l: &Line, kvs: &Kvs, events: &Sender<Event>) -> Option<Line> {
-    let bad = |cmd: &str, msg: &str| Some(Line::new(cmd).with("rc", -1).with("msg", msg.replace(' ', "_")));
+    let bad = |cmd: &str, msg: &str| {
+        Some(
+            Line::new(cmd)
+                .with("rc", -1)
+                .with("msg", msg.replace(' ', "_")),
+        )
+    };
     Some(match l.cmd() {
         "init" => Line::new("response_to_init")
             .with("pmi_version", 1)
@@ -94,8 +109,12 @@ fn answer(rank: usize, l: &Line, kvs: &Kvs, events: &Sender<Event>) -> Option<Li
             .with("vallen_max", VALLEN_MAX)
             .with("rc", 0),
         "get_appnum" => Line::new("appnum").with("appnum", 0).with("rc", 0),
-        "get_universe_size" => Line::new("universe_size").with("size", kvs.size).with("rc", 0),
-        "get_my_kvsname" => Line::new("my_kvsname").with("kvsname", &kvs.name).with("rc", 0),
+        "get_universe_size" => Line::new("universe_size")
+            .with("size", kvs.size)
+            .with("rc", 0),
+        "get_my_kvsname" => Line::new("my_kvsname")
+            .with("kvsname", &kvs.name)
+            .with("rc", 0),
         "put" => {
             let (Some(key), Some(value)) = (l.get("key"), l.get("value")) else {
                 return bad("put_result", "put needs key and value");
@@ -107,9 +126,14 @@ fn answer(rank: usize, l: &Line, kvs: &Kvs, events: &Sender<Event>) -> Option<Li
             Line::new("put_result").with("rc", 0).with("msg", "success")
         }
         "get" => {
-            let Some(key) = l.get("key") else { return bad("get_result", "get needs a key") };
+            let Some(key) = l.get("key") else {
+                return bad("get_result", "get needs a key");
+            };
             match kvs.state.lock().pairs.get(key) {
-                Some(v) => Line::new("get_result").with("rc", 0).with("value", v).with("msg", "success"),
+                Some(v) => Line::new("get_result")
+                    .with("rc", 0)
+                    .with("value", v)
+                    .with("msg", "success"),
                 None => return bad("get_result", &format!("key {key} not found")),
             }
         }
