@@ -236,12 +236,18 @@ mod tests {
         std::thread::spawn(move || {
             let mut r = BufReader::new(theirs.try_clone().unwrap());
             let mut w = theirs;
-            for reply in replies {
+            let mut replies = replies.iter();
+            loop {
+                // Read the request before answering or hanging up, so that
+                // the client sees a clean end of stream, not a reset.
                 let mut req = String::new();
                 if r.read_line(&mut req).unwrap_or(0) == 0 {
                     return;
                 }
-                w.write_all(reply.as_bytes()).unwrap();
+                match replies.next() {
+                    Some(reply) => w.write_all(reply.as_bytes()).unwrap(),
+                    None => return,
+                }
             }
         });
         let fd = std::os::fd::IntoRawFd::into_raw_fd(ours);
