@@ -26,6 +26,17 @@ pub(crate) struct Inbox {
 }
 
 impl Inbox {
+    /// The oldest message waiting under `key`. Keys whose queue empties are
+    /// removed: every collective has a new context, so keys never recur.
+    fn take(&mut self, key: (usize, u64)) -> Option<Vec<u8>> {
+        let queue = self.waiting.get_mut(&key)?;
+        let data = queue.pop_front();
+        if queue.is_empty() {
+            self.waiting.remove(&key);
+        }
+        data
+    }
+
     /// The context number for the next collective.
     pub(crate) fn next_context(&mut self) -> u32 {
         let c = self.next_context;
@@ -102,12 +113,7 @@ impl Channel for CollectiveChannel<'_> {
         let key = (peer, self.header(tag));
         let mut backoff = Backoff::new();
         loop {
-            if let Some(data) = self
-                .inbox
-                .waiting
-                .get_mut(&key)
-                .and_then(VecDeque::pop_front)
-            {
+            if let Some(data) = self.inbox.take(key) {
                 let n = data.len().min(buf.len());
                 buf[..n].copy_from_slice(&data[..n]);
                 return Ok(data.len());
@@ -116,5 +122,24 @@ impl Channel for CollectiveChannel<'_> {
                 backoff.snooze();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drained_keys_are_removed() {
+        let mut inbox = Inbox::default();
+        for context in 0..100u64 {
+            let q = inbox.waiting.entry((1, context)).or_default();
+            q.push_back(vec![context as u8]);
+            q.push_back(vec![]);
+            assert_eq!(inbox.take((1, context)), Some(vec![context as u8]));
+            assert_eq!(inbox.take((1, context)), Some(vec![]));
+            assert_eq!(inbox.take((1, context)), None);
+        }
+        assert!(inbox.waiting.is_empty());
     }
 }
