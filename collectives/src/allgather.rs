@@ -30,12 +30,13 @@ pub fn ring<C: Channel>(chan: &mut C, block: &[u8], out: &mut [u8]) -> Result<()
     );
     out[r * n..(r + 1) * n].copy_from_slice(block);
     let (right, left) = ((r + 1) % p, (r + p - 1) % p);
+    // One byte more than a block, so that a longer block is seen as such.
+    let mut tmp = vec![0u8; n + 1];
     for s in 0..p.saturating_sub(1) {
         let send_block = (r + p - s) % p;
         let recv_block = (r + p - s - 1) % p;
         chan.send(right, 0, &out[send_block * n..(send_block + 1) * n])
             .map_err(Error::Channel)?;
-        let mut tmp = vec![0u8; n + 1];
         let got = chan.recv(left, 0, &mut tmp).map_err(Error::Channel)?;
         if got != n {
             return Err(Error::Length {

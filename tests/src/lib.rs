@@ -39,6 +39,14 @@ pub fn weft_check() -> PathBuf {
     binary("weft-check")
 }
 
+/// Path of the scenario program as a command-line argument.
+pub fn weft_check_arg() -> String {
+    weft_check()
+        .to_str()
+        .expect("the target directory has a UTF-8 path")
+        .to_owned()
+}
+
 /// What a finished job left.
 #[derive(Debug)]
 pub struct Job {
@@ -77,7 +85,7 @@ pub fn run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Job {
     while !waiter.is_finished() {
         if start.elapsed() > JOB_LIMIT {
             // SAFETY: signalling the weftrun we started; it is not reaped yet.
-            unsafe { libc_kill(pid as i32, 9) };
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             panic!("weftrun {args:?} did not finish within {JOB_LIMIT:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -90,11 +98,6 @@ pub fn run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Job {
         pid,
         elapsed: start.elapsed(),
     }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 /// Runs scenario `name` of `weft-check` on `n` ranks and asserts every rank

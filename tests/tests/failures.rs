@@ -4,11 +4,7 @@
 
 use std::time::Duration;
 
-use weft_tests::{leftover_segments, run, scenario, weft_check};
-
-fn check() -> String {
-    weft_check().to_str().unwrap().to_owned()
-}
+use weft_tests::{leftover_segments, run, scenario, weft_check_arg};
 
 #[test]
 fn bad_pe_and_out_of_bounds_are_errors() {
@@ -35,7 +31,14 @@ fn mismatched_allocation_names_the_pes_that_disagree() {
 fn a_panicking_rank_fails_the_job_and_is_named() {
     for n in [2, 4] {
         let job = run(
-            &["-n", &n.to_string(), "--grace", "1", &check(), "panic"],
+            &[
+                "-n",
+                &n.to_string(),
+                "--grace",
+                "1",
+                &weft_check_arg(),
+                "panic",
+            ],
             &[],
             "",
         );
@@ -66,12 +69,12 @@ fn a_panicking_rank_fails_the_job_and_is_named() {
 
 #[test]
 fn exit_status_and_abort_are_passed_on() {
-    let job = run(&["-n", "3", &check(), "exit3"], &[], "");
+    let job = run(&["-n", "3", &weft_check_arg(), "exit3"], &[], "");
     assert_eq!(job.code, Some(3), "{job:?}");
     assert!(
         job.stderr.contains("weftrun: rank 2 (pid") && job.stderr.contains("exited with status 3")
     );
-    let job = run(&["-n", "2", &check(), "abort"], &[], "");
+    let job = run(&["-n", "2", &weft_check_arg(), "abort"], &[], "");
     assert_eq!(job.code, Some(5), "{job:?}");
     assert!(
         job.stderr
@@ -96,7 +99,7 @@ fn a_missing_program_is_reported() {
 #[test]
 fn bad_configuration_is_an_init_error_naming_the_variable() {
     let job = run(
-        &["-n", "2", &check(), "rma"],
+        &["-n", "2", &weft_check_arg(), "rma"],
         &[("WEFT_TRANSPORT", "pigeon")],
         "",
     );
@@ -107,7 +110,7 @@ fn bad_configuration_is_an_init_error_naming_the_variable() {
         job.stderr
     );
     let job = run(
-        &["-n", "2", &check(), "rma"],
+        &["-n", "2", &weft_check_arg(), "rma"],
         &[("WEFT_SYMMETRIC_SIZE", "12Q")],
         "",
     );
@@ -118,7 +121,7 @@ fn bad_configuration_is_an_init_error_naming_the_variable() {
         job.stderr
     );
     let job = run(
-        &["-n", "1", &check(), "rma"],
+        &["-n", "1", &weft_check_arg(), "rma"],
         &[("WEFT_SYMMETRIC_SIZE", "100T")],
         "",
     );

@@ -4,15 +4,15 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use weft_tests::{run, weft_check, weftrun};
-
-fn check() -> String {
-    weft_check().to_str().unwrap().to_owned()
-}
+use weft_tests::{run, weft_check, weft_check_arg, weftrun};
 
 #[test]
 fn tag_output_prefixes_every_line_with_its_rank() {
-    let job = run(&["-n", "4", "--tag-output", &check(), "wait"], &[], "");
+    let job = run(
+        &["-n", "4", "--tag-output", &weft_check_arg(), "wait"],
+        &[],
+        "",
+    );
     assert_eq!(job.code, Some(0), "{}", job.stderr);
     for r in 0..4 {
         assert!(
@@ -28,7 +28,7 @@ fn tag_output_prefixes_every_line_with_its_rank() {
 #[test]
 fn stdin_goes_to_rank_0() {
     let job = run(
-        &["-n", "2", &check(), "stdin"],
+        &["-n", "2", &weft_check_arg(), "stdin"],
         &[],
         "a line for rank zero\n",
     );
@@ -43,21 +43,17 @@ fn stdin_goes_to_rank_0() {
 #[test]
 fn sigterm_is_forwarded_and_the_job_ends() {
     let mut child = Command::new(weftrun())
-        .args(["-n", "2", "--grace", "1", &check(), "sleep"])
+        .args(["-n", "2", "--grace", "1", &weft_check_arg(), "sleep"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     let start = Instant::now();
     // SAFETY: signalling the weftrun we started and have not reaped.
-    unsafe { kill(child.id() as i32, 15) };
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     assert!(start.elapsed() < Duration::from_secs(10));
     assert_eq!(status.code(), Some(128 + 15));
-}
-
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
 }
 
 #[test]
@@ -69,7 +65,7 @@ fn bindings_are_reported() {
             "--bind-to",
             "core",
             "--report-bindings",
-            &check(),
+            &weft_check_arg(),
             "wait",
         ],
         &[],
@@ -88,7 +84,7 @@ fn bindings_are_reported() {
             "--bind-to",
             "none",
             "--report-bindings",
-            &check(),
+            &weft_check_arg(),
             "wait",
         ],
         &[],
