@@ -18,6 +18,11 @@ impl Backoff {
         Backoff::default()
     }
 
+    /// Whether the waiter has reached the sleeping stage (a long wait).
+    pub(crate) fn is_sleeping(&self) -> bool {
+        self.step >= SPINS + YIELDS
+    }
+
     /// Waits a little longer each time: busy spins first, then `sched_yield`,
     /// then sleeps that double up to 200 µs.
     pub(crate) fn snooze(&mut self) {

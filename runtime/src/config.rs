@@ -5,6 +5,9 @@ use crate::error::Cause;
 /// Default symmetric heap size per PE.
 pub const DEFAULT_SYMMETRIC_SIZE: usize = 128 << 20;
 
+/// Default largest message sent eagerly (`WEFT_EAGER_LIMIT`).
+pub const DEFAULT_EAGER_LIMIT: usize = 4096;
+
 /// Which transports a job may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TransportChoice {
@@ -21,6 +24,14 @@ pub struct Config {
     pub symmetric_size: usize,
     /// `WEFT_TRANSPORT`: `auto` or `shm`.
     pub transport: TransportChoice,
+    /// `WEFT_EAGER_LIMIT`: messages up to this many bytes are copied
+    /// through the message queues; longer ones go by rendezvous.
+    pub eager_limit: usize,
+    /// `WEFT_PROGRESS_THREAD`: run a background thread that drives progress.
+    pub progress_thread: bool,
+    /// `WEFT_SINGLE_COPY`: rendezvous receivers copy straight out of the
+    /// sender's memory (`auto`) or always have the sender push the bytes (`off`).
+    pub single_copy: bool,
 }
 
 impl Config {
@@ -50,9 +61,45 @@ impl Config {
                 })
             }
         };
+        let eager_limit = match get("WEFT_EAGER_LIMIT") {
+            None => DEFAULT_EAGER_LIMIT,
+            Some(v) => match v.trim() {
+                "0" => 0,
+                t => parse_size(t).map_err(|reason| Cause::Config {
+                    var: "WEFT_EAGER_LIMIT",
+                    value: v.clone(),
+                    reason,
+                })?,
+            },
+        };
+        let progress_thread = match get("WEFT_PROGRESS_THREAD").as_deref().map(str::trim) {
+            None | Some("") | Some("0") => false,
+            Some("1") => true,
+            Some(other) => {
+                return Err(Cause::Config {
+                    var: "WEFT_PROGRESS_THREAD",
+                    value: other.to_owned(),
+                    reason: "expected 0 or 1".into(),
+                })
+            }
+        };
+        let single_copy = match get("WEFT_SINGLE_COPY").as_deref().map(str::trim) {
+            None | Some("") | Some("auto") => true,
+            Some("off") => false,
+            Some(other) => {
+                return Err(Cause::Config {
+                    var: "WEFT_SINGLE_COPY",
+                    value: other.to_owned(),
+                    reason: "expected auto or off".into(),
+                })
+            }
+        };
         Ok(Config {
             symmetric_size,
             transport,
+            eager_limit,
+            progress_thread,
+            single_copy,
         })
     }
 }
@@ -126,5 +173,33 @@ mod tests {
         );
         let bad = Config::from_lookup(|k| (k == "WEFT_TRANSPORT").then(|| "carrier-pigeon".into()));
         assert!(bad.unwrap_err().to_string().contains("WEFT_TRANSPORT"));
+    }
+
+    #[test]
+    fn two_sided_settings() {
+        let c = Config::from_lookup(|_| None).unwrap();
+        assert_eq!(
+            (c.eager_limit, c.progress_thread, c.single_copy),
+            (DEFAULT_EAGER_LIMIT, false, true)
+        );
+        let env = |k: &str| match k {
+            "WEFT_EAGER_LIMIT" => Some("0".to_string()),
+            "WEFT_PROGRESS_THREAD" => Some("1".to_string()),
+            "WEFT_SINGLE_COPY" => Some("off".to_string()),
+            _ => None,
+        };
+        let c = Config::from_lookup(env).unwrap();
+        assert_eq!(
+            (c.eager_limit, c.progress_thread, c.single_copy),
+            (0, true, false)
+        );
+        for (var, value) in [
+            ("WEFT_EAGER_LIMIT", "big"),
+            ("WEFT_PROGRESS_THREAD", "yes"),
+            ("WEFT_SINGLE_COPY", "maybe"),
+        ] {
+            let err = Config::from_lookup(|k| (k == var).then(|| value.to_string())).unwrap_err();
+            assert!(err.to_string().contains(var), "{err}");
+        }
     }
 }

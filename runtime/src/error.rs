@@ -91,4 +91,47 @@ pub enum Cause {
     /// The world was finalized before this call.
     #[error("the world is finalized")]
     Finalized,
+    /// A message tag outside `0..=Tag::MAX` (or the wildcard in a send).
+    #[error("tag {tag} is not a valid message tag (0..={max})")]
+    BadTag {
+        /// The tag given.
+        tag: u32,
+        /// The largest valid tag.
+        max: u32,
+    },
+    /// An active-message handler that is not registered.
+    #[error("handler {id} is not registered ({registered} handlers are)")]
+    BadHandler {
+        /// The handler's number.
+        id: u32,
+        /// Number of handlers registered.
+        registered: usize,
+    },
+    /// An argument the operation cannot take.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+    /// An active-message handler called an operation that needs the
+    /// progress engine, which is running the handler.
+    #[error(
+        "called from inside an active-message handler; handlers may use one-sided \
+         operations and reply through their context, but not wait, send or receive"
+    )]
+    InHandler,
+    /// An active-message handler panicked.
+    #[error("active-message handler {handler:?} panicked: {message}")]
+    HandlerPanicked {
+        /// The handler's name.
+        handler: String,
+        /// The panic message.
+        message: String,
+    },
+    /// A peer this operation depends on has exited.
+    #[error("PE {pe} has exited")]
+    PeerGone {
+        /// The PE that is gone.
+        pe: usize,
+    },
+    /// The progress engine stopped after an earlier error.
+    #[error("the progress engine stopped after an earlier error: {0}")]
+    Broken(String),
 }

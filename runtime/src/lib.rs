@@ -26,16 +26,21 @@ pub mod config;
 pub mod heap;
 pub mod pmi;
 
+mod am;
 mod amo;
 mod backoff;
 mod bootstrap;
 mod control;
 mod error;
+mod p2p;
+mod progress;
 mod symvec;
 mod world;
 
+pub use am::{AmContext, AmHandle, Handler, Handlers, AM_HEADER_MAX};
 pub use amo::{AtomicInt, Cmp};
 pub use error::{Cause, Error, Result};
+pub use p2p::{Request, Scope, Source, Status, Tag};
 pub use symvec::SymVec;
 pub use world::World;
 
@@ -43,5 +48,12 @@ pub use world::World;
 /// MPICH's `mpiexec` (`PMI_FD`, `PMI_RANK`, `PMI_SIZE`), or alone as a
 /// singleton job of one PE. Collective over the job.
 pub fn init() -> Result<World> {
-    World::init()
+    World::init(Handlers::new())
+}
+
+/// Like [`init`], for a program with active-message handlers. Every PE
+/// must register the same handlers in the same order; otherwise init fails
+/// on every PE with an error listing who registered what.
+pub fn init_with(handlers: Handlers) -> Result<World> {
+    World::init(handlers)
 }

@@ -6,8 +6,8 @@ use bytemuck::Pod;
 use weft_transport::AtomicOp;
 
 use crate::amo::{AtomicInt, Cmp};
-use crate::backoff::Backoff;
 use crate::error::{Cause, Result};
+use crate::progress::Watch;
 use crate::World;
 
 /// An array of `len` elements of `T` that exists on every PE, made by
@@ -350,7 +350,8 @@ impl<T: AtomicInt> SymVec<'_, T> {
 
     /// Waits until this PE's element `index` satisfies `element cmp value`,
     /// typically set by another PE's put or atomic (`shmem_wait_until`).
-    /// Backs off from spinning to sleeping while it waits.
+    /// Drives progress and backs off from spinning to sleeping while it
+    /// waits; fails if a PE exits meanwhile.
     ///
     /// ```no_run
     /// let world = weft::init()?;
@@ -363,10 +364,14 @@ impl<T: AtomicInt> SymVec<'_, T> {
     /// # Ok::<(), weft::Error>(())
     /// ```
     pub fn wait_until(&self, index: usize, cmp: Cmp, value: T) -> Result<()> {
-        let mut backoff = Backoff::new();
-        while !self.test(index, cmp, value)? {
-            backoff.snooze();
-        }
-        Ok(())
+        const OP: &str = "wait_until";
+        self.span(OP, index, 1)?;
+        self.world
+            .engine()
+            .wait(OP, Watch::All, |_| match self.test(index, cmp, value) {
+                Ok(true) => Some(Ok(())),
+                Ok(false) => None,
+                Err(e) => Some(Err(e.cause)),
+            })
     }
 }

@@ -3,6 +3,7 @@
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use bytemuck::Pod;
 use parking_lot::Mutex;
@@ -10,11 +11,13 @@ use weft_collectives::{allgather, barrier};
 use weft_transport::shm::{create_segment, SegmentLayout, ShmTransport};
 use weft_transport::Transport;
 
+use crate::am::Handlers;
 use crate::bootstrap::Bootstrap;
 use crate::config::Config;
-use crate::control::{CollectiveChannel, Inbox};
+use crate::control::CollectiveChannel;
 use crate::error::{Cause, Error, Result};
 use crate::heap::Allocator;
+use crate::progress::{Engine, Settings};
 use crate::symvec::SymVec;
 
 /// All PEs of the job. Made by [`crate::init`] and ended by
@@ -23,23 +26,24 @@ use crate::symvec::SymVec;
 /// (so that a PE returning an error cannot hang in a barrier); the launcher
 /// then sees how the process exits.
 ///
-/// Thread safety: one-sided operations (put, get, atomics, wait) may be
-/// issued from several threads at once. Collective operations (barrier,
-/// alloc, free, finalize) must be called by one thread at a time per PE, in
-/// the same order on every PE.
+/// Thread safety: one-sided operations (put, get, atomics, wait),
+/// point-to-point operations and active-message requests may be issued from
+/// several threads at once. Collective operations (barrier, alloc, free,
+/// finalize) must be called by one thread at a time per PE, in the same
+/// order on every PE. Progress is made by whichever thread waits, by
+/// [`World::progress`], or by a background thread with
+/// `WEFT_PROGRESS_THREAD=1`; active-message handlers run on that thread.
 pub struct World {
     rank: usize,
     size: usize,
     config: Config,
     boot: Mutex<Bootstrap>,
-    lanes: Vec<Box<dyn Transport>>,
-    /// Lane index for each PE.
-    route: Vec<u8>,
+    engine: Arc<Engine>,
+    progress_thread: Mutex<Option<JoinHandle<()>>>,
     /// Address and length of this PE's own heap (an address, so that the
     /// world stays `Send + Sync`; the mapping lives as long as the lanes).
     heap: (usize, usize),
     allocator: Mutex<Allocator>,
-    inbox: Mutex<Inbox>,
     finalized: AtomicBool,
 }
 
@@ -51,7 +55,7 @@ const SIG_NO_ROOM: u64 = u64::MAX;
 
 impl World {
     /// Joins the job described by the environment. See [`crate::init`].
-    pub(crate) fn init() -> Result<World> {
+    pub(crate) fn init(handlers: Handlers) -> Result<World> {
         let fail = |rank, cause| Error::new(rank, "init", cause);
         let config = Config::from_env().map_err(|c| fail(0, c))?;
         let mut boot = Bootstrap::from_env().map_err(|e| fail(0, Cause::Bootstrap(e)))?;
@@ -63,6 +67,9 @@ impl World {
         let segment =
             Arc::new(create_segment(boot.job(), rank, layout).map_err(|e| fail(rank, e.into()))?);
         let mut shm = ShmTransport::new(segment, rank, layout);
+        if config.single_copy {
+            shm.allow_peer_reads();
+        }
         let addresses = boot
             .allgather("weft-shm", &shm.address())
             .map_err(|e| fail(rank, Cause::Bootstrap(e)))?;
@@ -91,17 +98,50 @@ impl World {
         // Every on-node peer has mapped our segment: drop its name so that
         // nothing is left in /dev/shm whatever happens next.
         shm.unlink().map_err(|e| fail(rank, e.into()))?;
+        agree_on_handlers(&mut boot, &handlers).map_err(|c| fail(rank, c))?;
         let (heap_ptr, heap_len) = shm.local_heap();
+        let heap = (heap_ptr as usize, heap_len);
+        let settings = Settings {
+            eager_limit: config.eager_limit,
+            single_copy: config.single_copy,
+        };
+        let lanes: Vec<Box<dyn Transport>> = vec![Box::new(shm)];
+        let engine = Arc::new(Engine::new(
+            rank,
+            size,
+            lanes,
+            vec![0; size],
+            settings,
+            handlers,
+        ));
+        let progress_thread = if config.progress_thread {
+            let e = engine.clone();
+            let spawned = std::thread::Builder::new()
+                .name("weft-progress".into())
+                .spawn(move || e.run_progress_thread());
+            let thread = spawned.map_err(|e| {
+                fail(
+                    rank,
+                    Cause::Config {
+                        var: "WEFT_PROGRESS_THREAD",
+                        value: "1".into(),
+                        reason: format!("cannot start the progress thread: {e}"),
+                    },
+                )
+            })?;
+            Some(thread)
+        } else {
+            None
+        };
         Ok(World {
-            heap: (heap_ptr as usize, heap_len),
+            heap,
             rank,
             size,
             allocator: Mutex::new(Allocator::new(config.symmetric_size)),
             config,
             boot: Mutex::new(boot),
-            lanes: vec![Box::new(shm)],
-            route: vec![0; size],
-            inbox: Mutex::new(Inbox::default()),
+            engine,
+            progress_thread: Mutex::new(progress_thread),
             finalized: AtomicBool::new(false),
         })
     }
@@ -131,27 +171,49 @@ impl World {
         (self.heap.0 as *mut u8, self.heap.1)
     }
 
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     pub(crate) fn lanes(&self) -> impl Iterator<Item = &dyn Transport> {
-        self.lanes.iter().map(|l| &**l)
+        self.engine.lanes()
     }
 
     /// The transport that reaches `pe`, or an error naming `op` for a PE
-    /// outside the job or a finalized world.
+    /// outside the job.
     #[inline]
     pub(crate) fn lane(&self, op: &'static str, pe: usize) -> Result<&dyn Transport> {
-        match self.route.get(pe) {
-            Some(&l) => Ok(&*self.lanes[l as usize]),
-            None => Err(self.error(
+        self.engine.lane(pe).ok_or_else(|| {
+            self.error(
                 op,
                 Cause::BadPe {
                     pe,
                     size: self.size,
                 },
-            )),
-        }
+            )
+        })
     }
 
-    fn check_live(&self, op: &'static str) -> Result<()> {
+    /// An error naming `op` unless `pe` is in the job.
+    pub(crate) fn check_pe(&self, op: &'static str, pe: usize) -> Result<()> {
+        self.lane(op, pe).map(drop)
+    }
+
+    /// Drives the progress engine once by hand: polls every transport,
+    /// matches arrived messages, runs active-message handlers and moves
+    /// rendezvous transfers along. Every blocking call does this while it
+    /// waits; a PE computing for a long time without calling Weft can call
+    /// it now and then so that its peers are served.
+    pub fn progress(&self) -> Result<()> {
+        const OP: &str = "progress";
+        let mut st = self.engine.lock(OP)?;
+        self.engine
+            .progress(&mut st)
+            .map(drop)
+            .map_err(|c| self.error(OP, c))
+    }
+
+    pub(crate) fn check_live(&self, op: &'static str) -> Result<()> {
         if self.finalized.load(Ordering::Acquire) {
             return Err(self.error(op, Cause::Finalized));
         }
@@ -197,14 +259,7 @@ impl World {
         op: &'static str,
         f: impl FnOnce(&mut CollectiveChannel<'_>) -> Result<T, weft_collectives::Error<Error>>,
     ) -> Result<T> {
-        let mut inbox = self.inbox.lock();
-        let context = inbox.next_context();
-        let mut chan = CollectiveChannel {
-            world: self,
-            inbox: &mut inbox,
-            op,
-            context,
-        };
+        let mut chan = CollectiveChannel::new(self, op)?;
         f(&mut chan).map_err(|e| match e {
             weft_collectives::Error::Channel(e) => e,
             e @ weft_collectives::Error::Length { .. } => self.error(
@@ -333,8 +388,10 @@ impl World {
         if self.finalized.load(Ordering::Acquire) {
             return Ok(());
         }
+        self.am_wait_all()?;
         self.barrier_all()?;
         self.finalized.store(true, Ordering::Release);
+        self.stop_progress_thread();
         self.boot
             .lock()
             .finalize()
@@ -350,6 +407,53 @@ impl World {
         let _ = self.boot.lock().abort(code, msg);
         std::process::exit(if code == 0 { 1 } else { code });
     }
+}
+
+impl World {
+    fn stop_progress_thread(&self) {
+        self.engine.stop();
+        if let Some(t) = self.progress_thread.lock().take() {
+            // The thread only returns; a panic in it was already reported.
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.stop_progress_thread();
+    }
+}
+
+/// Fails init on every PE unless all registered the same active-message
+/// handlers in the same order.
+fn agree_on_handlers(boot: &mut Bootstrap, handlers: &Handlers) -> Result<(), Cause> {
+    let mine = handlers.names().join("\n");
+    let all = boot
+        .allgather("weft-handlers", mine.as_bytes())
+        .map_err(Cause::Bootstrap)?;
+    if all.iter().all(|n| *n == all[0]) {
+        return Ok(());
+    }
+    let mut groups: Vec<(&[u8], Vec<usize>)> = Vec::new();
+    for (pe, names) in all.iter().enumerate() {
+        match groups.iter_mut().find(|(g, _)| *g == names.as_slice()) {
+            Some((_, pes)) => pes.push(pe),
+            None => groups.push((names, vec![pe])),
+        }
+    }
+    let text: Vec<String> = groups
+        .iter()
+        .map(|(names, pes)| {
+            let list: Vec<&str> = std::str::from_utf8(names)
+                .unwrap_or("?")
+                .split('\n')
+                .filter(|n| !n.is_empty())
+                .collect();
+            format!("PEs {pes:?} registered active-message handlers {list:?}")
+        })
+        .collect();
+    Err(Cause::Mismatch(text.join("; ")))
 }
 
 fn describe(s: &[u64; 4]) -> String {

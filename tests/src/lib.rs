@@ -1,6 +1,8 @@
 //! Helpers for the multi-process tests: run a program under `weftrun` with a
 //! time limit and collect what it printed.
 
+pub mod rng;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

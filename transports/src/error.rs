@@ -56,6 +56,23 @@ pub enum TransportError {
         /// What is wrong with it.
         detail: String,
     },
+    /// The transport cannot do this here (e.g. the kernel forbids reading
+    /// another process's memory); the caller falls back to another way.
+    #[error("{what} is not possible toward PE {peer}: {reason}")]
+    Unsupported {
+        /// The PE that was addressed.
+        peer: usize,
+        /// The operation.
+        what: &'static str,
+        /// Why not.
+        reason: String,
+    },
+    /// The peer's process has ended.
+    #[error("PE {peer} has exited")]
+    PeerGone {
+        /// The PE that is gone.
+        peer: usize,
+    },
     /// A system call failed.
     #[error("{call}({what}): {source}")]
     Os {

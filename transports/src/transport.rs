@@ -125,6 +125,29 @@ pub trait Transport: Send + Sync {
     /// [`TransportError::WouldBlock`] when the peer has no credit left.
     fn send(&self, peer: usize, header: u64, payload: &[u8]) -> Result<(), TransportError>;
 
+    /// Makes `len` bytes at `ptr` of this process readable by peers through
+    /// [`Transport::read_remote`] and returns the key they need (verbs: the
+    /// memory region's rkey; shm: 0, since peers read process memory
+    /// directly). The bytes must stay valid while peers may read them.
+    fn expose(&self, ptr: *const u8, len: usize) -> Result<u64, TransportError>;
+
+    /// Copies `dst.len()` bytes from address `addr` of `peer`'s process, a
+    /// buffer the peer exposed with `key` ([`Transport::expose`]): the single
+    /// copy of a rendezvous transfer. Returns [`TransportError::Unsupported`]
+    /// when this transport or the kernel does not allow it, so that the
+    /// caller can fall back to having the peer send the bytes.
+    fn read_remote(
+        &self,
+        peer: usize,
+        addr: u64,
+        key: u64,
+        dst: &mut [u8],
+    ) -> Result<(), TransportError>;
+
+    /// Whether `peer`'s process is still running, as far as this transport
+    /// can tell. Waiters use it to turn a dead peer into an error.
+    fn peer_alive(&self, peer: usize) -> bool;
+
     /// Delivers received messages to `sink`, in order per source; returns how
     /// many were delivered.
     fn poll(&self, sink: &mut dyn FnMut(Message<'_>)) -> Result<usize, TransportError>;

@@ -396,7 +396,7 @@ fn errors(world: &World) -> Check {
     expect_err(a.get(0, 16, &mut [0]), "get", oob, me)?;
     expect_err(a.put(0, usize::MAX, &[1]), "put", oob, me)?;
     expect_err(a.swap(0, 16, 1), "swap", oob, me)?;
-    expect_err(a.wait_until(16, Cmp::Eq, 0), "test", oob, me)?;
+    expect_err(a.wait_until(16, Cmp::Eq, 0), "wait_until", oob, me)?;
     expect_err(a.get_nbi(0, 0, &a, 10, 7), "get_nbi", oob, me)?;
     expect_err(a.iput(0, 0, 4, &[1, 2, 3, 4, 5], 1, 5), "iput", oob, me)?;
     expect_err(

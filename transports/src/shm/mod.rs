@@ -6,6 +6,7 @@
 //! peer's heap, a get a copy out of it, an atomic a hardware atomic on the
 //! peer's memory, and a message a slot written into the peer's ring.
 
+mod process;
 pub mod ring;
 mod segment;
 
@@ -17,6 +18,7 @@ use parking_lot::Mutex;
 pub use segment::Segment;
 
 use crate::{AtomicOp, AtomicWidth, Caps, Message, Transport, TransportError};
+use process::PeerProcess;
 use ring::{Consumer, Producer, RING_BYTES, SLOT_PAYLOAD};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"weftseg1");
@@ -106,6 +108,7 @@ struct Peer {
     heap: *mut u8,
     /// Our ring inside the peer's segment.
     outbound: Mutex<Producer>,
+    process: PeerProcess,
 }
 
 /// The shared-memory [`Transport`].
@@ -150,9 +153,20 @@ impl ShmTransport {
         }
     }
 
-    /// The blob peers need to reach this PE: node id and segment name.
+    /// The blob peers need to reach this PE: node id, segment name and
+    /// process id.
     pub fn address(&self) -> Vec<u8> {
-        format!("{} {}", node_id(), self.own.name()).into_bytes()
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        format!("{} {} {pid}", node_id(), self.own.name()).into_bytes()
+    }
+
+    /// Lets on-node peers read this process's memory
+    /// ([`Transport::read_remote`]) where the Yama security module would
+    /// otherwise admit only descendants (`kernel.yama.ptrace_scope = 1`), as
+    /// MPI libraries do for cross-memory attach.
+    pub fn allow_peer_reads(&self) {
+        process::allow_peer_reads();
     }
 
     /// Maps the segment of every peer whose address shows it on this node;
@@ -173,12 +187,15 @@ impl ShmTransport {
         let mut peers = Vec::with_capacity(addresses.len());
         for (peer, addr) in addresses.iter().enumerate() {
             let text = std::str::from_utf8(addr).ok();
-            let (peer_node, name) =
-                text.and_then(|t| t.split_once(' '))
-                    .ok_or_else(|| TransportError::Malformed {
-                        peer,
-                        detail: format!("shm address {:?}", String::from_utf8_lossy(addr)),
-                    })?;
+            let fields: Option<(&str, &str, libc::pid_t)> = text.and_then(|t| {
+                let mut f = t.split(' ');
+                let parsed = (f.next()?, f.next()?, f.next()?.parse().ok()?);
+                f.next().is_none().then_some(parsed)
+            });
+            let (peer_node, name, pid) = fields.ok_or_else(|| TransportError::Malformed {
+                peer,
+                detail: format!("shm address {:?}", String::from_utf8_lossy(addr)),
+            })?;
             if peer_node != node {
                 peers.push(None);
                 continue;
@@ -202,6 +219,7 @@ impl ShmTransport {
                 heap: unsafe { segment.as_ptr().add(self.layout.heap_at()) },
                 _mapping: segment,
                 outbound: Mutex::new(outbound),
+                process: PeerProcess::new(peer, pid),
             }));
         }
         self.peers = peers;
@@ -355,6 +373,24 @@ impl Transport for ShmTransport {
     fn fence(&self) -> Result<(), TransportError> {
         fence(Ordering::SeqCst);
         Ok(())
+    }
+
+    fn expose(&self, _ptr: *const u8, _len: usize) -> Result<u64, TransportError> {
+        Ok(0)
+    }
+
+    fn read_remote(
+        &self,
+        peer: usize,
+        addr: u64,
+        _key: u64,
+        dst: &mut [u8],
+    ) -> Result<(), TransportError> {
+        self.peer(peer)?.process.read(addr, dst)
+    }
+
+    fn peer_alive(&self, peer: usize) -> bool {
+        self.peer(peer).map_or(true, |p| p.process.alive())
     }
 
     fn send(&self, peer: usize, header: u64, payload: &[u8]) -> Result<(), TransportError> {
