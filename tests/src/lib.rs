@@ -102,16 +102,19 @@ pub fn run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Job {
     }
 }
 
-/// Runs scenario `name` of `weft-check` on `n` ranks and asserts every rank
-/// reported success.
-pub fn scenario(name: &str, n: usize, env: &[(&str, &str)]) -> Job {
+/// Runs `program ARGS...` (a workspace binary whose first argument names a
+/// scenario) on `n` ranks and asserts every rank reported success.
+pub fn scenario(program: &str, args: &[&str], n: usize, env: &[(&str, &str)]) -> Job {
     let np = n.to_string();
-    let check = weft_check();
-    let job = run(&["-n", &np, check.to_str().unwrap(), name], env, "");
+    let path = binary(program);
+    let mut argv = vec!["-n", &np, path.to_str().expect("UTF-8 target path")];
+    argv.extend_from_slice(args);
+    let job = run(&argv, env, "");
+    let name = args[0];
     assert_eq!(
         job.code,
         Some(0),
-        "{name} on {n} ranks failed:\n{}\n{}",
+        "{program} {args:?} on {n} ranks with {env:?} failed:\n{}\n{}",
         job.stdout,
         job.stderr
     );

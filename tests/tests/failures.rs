@@ -9,21 +9,36 @@ use weft_tests::{leftover_segments, run, scenario, weft_check_arg};
 #[test]
 fn bad_pe_and_out_of_bounds_are_errors() {
     for n in 1..=4 {
-        scenario("errors", n, &[("WEFT_SYMMETRIC_SIZE", "16M")]);
+        scenario(
+            "weft-check",
+            &["errors"],
+            n,
+            &[("WEFT_SYMMETRIC_SIZE", "16M")],
+        );
     }
 }
 
 #[test]
 fn heap_exhaustion_names_the_variable() {
     for n in [1, 3] {
-        scenario("exhaust", n, &[("WEFT_SYMMETRIC_SIZE", "1M")]);
+        scenario(
+            "weft-check",
+            &["exhaust"],
+            n,
+            &[("WEFT_SYMMETRIC_SIZE", "1M")],
+        );
     }
 }
 
 #[test]
 fn mismatched_allocation_names_the_pes_that_disagree() {
     for n in 1..=4 {
-        scenario("mismatch", n, &[("WEFT_SYMMETRIC_SIZE", "16M")]);
+        scenario(
+            "weft-check",
+            &["mismatch"],
+            n,
+            &[("WEFT_SYMMETRIC_SIZE", "16M")],
+        );
     }
 }
 

@@ -7,7 +7,7 @@ const SMALL_HEAP: &[(&str, &str)] = &[("WEFT_SYMMETRIC_SIZE", "16M")];
 
 fn on_1_to_4(name: &str) {
     for n in 1..=4 {
-        let job = scenario(name, n, SMALL_HEAP);
+        let job = scenario("weft-check", &[name], n, SMALL_HEAP);
         assert!(leftover_segments(job.pid).is_empty());
     }
 }
