@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Weft vs Open MPI and MPICH on the same two-sided measurements, same run.
+#
+#   benches/compare_p2p.sh [REPETITIONS]     (default 5)
+#
+# Installs Open MPI and MPICH from Debian's packages when missing, builds
+# Weft's osu_p2p and our C program benches/peers/mpi_p2p.c against each MPI,
+# runs the three alternately REPETITIONS times on 2 ranks, and prints the
+# medians and Weft's ratio to each peer (for latency lower is better, for
+# bandwidth and rate higher is better).
+set -euo pipefail
+reps=${1:-5}
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+if ! command -v mpicc.openmpi >/dev/null || ! command -v mpicc.mpich >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        openmpi-bin libopenmpi-dev mpich libmpich-dev >/dev/null
+fi
+cargo build --release -q -p weft -p weft-benches
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+mpicc.openmpi -O2 benches/peers/mpi_p2p.c -o "$out/p2p_openmpi"
+mpicc.mpich -O2 benches/peers/mpi_p2p.c -o "$out/p2p_mpich"
+for i in $(seq "$reps"); do
+    target/release/weftrun -n 2 target/release/osu_p2p --raw > "$out/weft.$i"
+    # Open MPI needs these flags to run as root and on few cores.
+    mpirun.openmpi --allow-run-as-root --oversubscribe -np 2 "$out/p2p_openmpi" > "$out/openmpi.$i"
+    mpiexec.mpich -n 2 "$out/p2p_mpich" > "$out/mpich.$i"
+done
+python3 "$top/benches/medians.py" "$out" "$reps" weft openmpi mpich

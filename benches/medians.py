@@ -1,0 +1,41 @@
+"""Medians of repeated benchmark runs and Weft's ratio to each peer.
+
+    python3 medians.py DIR REPS weft PEER...
+
+Reads DIR/<name>.<i> for i in 1..REPS, each holding "measure size value"
+lines, and prints one row per (measure, size) that Weft and at least one
+peer report: the medians and weft/peer. Latencies (measures ending in
+"latency", "round_trip") are better lower; everything else higher.
+"""
+import statistics
+import sys
+
+out, reps, names = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+
+
+def load(name):
+    runs = {}
+    for i in range(1, reps + 1):
+        for line in open(f"{out}/{name}.{i}"):
+            parts = line.split()
+            if len(parts) == 3 and parts[1].isdigit():
+                runs.setdefault((parts[0], int(parts[1])), []).append(float(parts[2]))
+    return {k: statistics.median(v) for k, v in runs.items()}
+
+
+data = {n: load(n) for n in names}
+weft, peers = data[names[0]], names[1:]
+print(f"# medians of {reps} runs, 2 ranks on one node; ratio = weft / peer")
+head = f"{'measure':<15} {'size':>8} {'weft':>12}"
+for p in peers:
+    head += f" {p:>12} {'ratio':>6}"
+print(head)
+order = {"latency": 0, "bandwidth": 1, "bi_bandwidth": 2, "message_rate": 3}
+for key in sorted(weft, key=lambda k: (order.get(k[0], 9), k[0], k[1])):
+    row = f"{key[0]:<15} {key[1]:>8} {weft[key]:>12.2f}"
+    for p in peers:
+        v = data[p].get(key)
+        row += f" {v:>12.2f} {weft[key] / v:>6.2f}" if v else f" {'-':>12} {'-':>6}"
+    print(row)
+print("# units: latency and round trips in us, bandwidth in MB/s, rate in messages/s")
+print("# lower is better for latency and round trips, higher for the rest")
