@@ -12,7 +12,7 @@ use weft_collectives::Channel;
 
 use crate::error::{Error, Result};
 use crate::progress::wire::{Class, Envelope, CTX_MASK};
-use crate::progress::{Completion, Engine, Match, RawBuf, SendMode, Watch};
+use crate::progress::{Completion, Match, RawBuf, SendMode, Watch};
 use crate::World;
 
 /// One collective's view of the world as a [`Channel`].
@@ -74,27 +74,20 @@ impl Channel for CollectiveChannel<'_> {
             source: Some(peer),
             tag: Some(tag),
         };
-        let raw = RawBuf {
-            ptr: buf.as_mut_ptr(),
-            cap: buf.len(),
-        };
         let id = {
+            let raw = RawBuf {
+                ptr: buf.as_mut_ptr(),
+                cap: buf.len(),
+            };
             let mut st = engine.lock(self.op)?;
             engine
                 .post_recv(&mut st, m, raw)
                 .map_err(|c| self.world.error(self.op, c))?
         };
-        match engine.wait(self.op, Watch::Peer(peer), |st| Engine::take(st, id)) {
-            Ok(Completion::Received(status)) => Ok(status.message_len),
-            Ok(Completion::Sent(_) | Completion::Reply(_)) => {
+        match self.world.complete(self.op, id, Watch::Peer(peer))? {
+            Completion::Received(status) => Ok(status.message_len),
+            Completion::Sent(_) | Completion::Reply(_) => {
                 unreachable!("a receive completes with a received status")
-            }
-            Err(e) => {
-                // `buf` is borrowed only for this call: the engine must let go of it.
-                if let Ok(mut st) = engine.lock(self.op) {
-                    engine.cancel(&mut st, id);
-                }
-                Err(e)
             }
         }
     }

@@ -183,7 +183,69 @@ impl World {
     /// # Ok::<(), weft::Error>(())
     /// ```
     pub fn send<T: Pod>(&self, dest: usize, tag: Tag, data: &[T]) -> Result<()> {
-        self.scope(|s| s.isend(dest, tag, data)?.wait().map(drop))
+        const OP: &str = "send";
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        match self.start_send(OP, dest, tag, bytes)? {
+            None => Ok(()),
+            Some(id) => self.complete(OP, id, Watch::Peer(dest)).map(drop),
+        }
+    }
+
+    /// Starts sending `bytes`; the pending request if the send is not
+    /// complete yet (rendezvous), during which `bytes` must stay untouched.
+    fn start_send(
+        &self,
+        op: &'static str,
+        dest: usize,
+        tag: Tag,
+        bytes: &[u8],
+    ) -> Result<Option<Id>> {
+        self.check_live(op)?;
+        self.check_pe(op, dest)?;
+        self.check_tag(op, tag)?;
+        let engine = self.engine();
+        let env = Envelope {
+            class: Class::P2p,
+            ctx: WORLD_CONTEXT,
+            tag: tag.0,
+        };
+        let mut st = engine.lock(op)?;
+        engine
+            .send(
+                &mut st,
+                dest,
+                env,
+                bytes.as_ptr(),
+                bytes.len(),
+                SendMode::Auto,
+            )
+            .map_err(|c| self.error(op, c))
+    }
+
+    /// Posts a receive into `buf`, which must stay untouched until it completes.
+    fn start_recv(&self, op: &'static str, m: Match, buf: &mut [u8]) -> Result<Id> {
+        let raw = RawBuf {
+            ptr: buf.as_mut_ptr(),
+            cap: buf.len(),
+        };
+        let engine = self.engine();
+        let mut st = engine.lock(op)?;
+        engine
+            .post_recv(&mut st, m, raw)
+            .map_err(|c| self.error(op, c))
+    }
+
+    /// Waits for request `id` of a blocking call; on failure cancels it, so
+    /// that the engine lets go of the caller's buffer before it returns.
+    pub(crate) fn complete(&self, op: &'static str, id: Id, watch: Watch) -> Result<Completion> {
+        let engine = self.engine();
+        engine
+            .wait(op, watch, |st| Engine::take(st, id))
+            .inspect_err(|_| {
+                if let Ok(mut st) = engine.lock(op) {
+                    engine.cancel(&mut st, id);
+                }
+            })
     }
 
     /// Receives the oldest message from `source` under `tag` (either may be
@@ -195,7 +257,15 @@ impl World {
         tag: Tag,
         buf: &mut [T],
     ) -> Result<Status> {
-        self.scope(|s| s.irecv(source, tag, buf)?.wait())
+        const OP: &str = "recv";
+        let m = self.recv_match(OP, source.into(), tag)?;
+        let id = self.start_recv(OP, m, bytemuck::cast_slice_mut(buf))?;
+        match self.complete(OP, id, m.source.map_or(Watch::All, Watch::Peer))? {
+            Completion::Received(s) => Ok(s),
+            Completion::Sent(_) | Completion::Reply(_) => {
+                unreachable!("a receive completes with a status")
+            }
+        }
     }
 
     /// Sends `data` to `dest` and receives into `buf` from `source` at the
@@ -279,40 +349,19 @@ impl<'s, 'w> Scope<'s, 'w> {
     ) -> Result<Request<'s, 'w>> {
         const OP: &str = "isend";
         let w = self.world;
-        w.check_live(OP)?;
-        w.check_pe(OP, dest)?;
-        w.check_tag(OP, tag)?;
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        let engine = w.engine();
-        let mut st = engine.lock(OP)?;
-        let env = Envelope {
-            class: Class::P2p,
-            ctx: WORLD_CONTEXT,
-            tag: tag.0,
-        };
-        let pending = engine
-            .send(
-                &mut st,
-                dest,
-                env,
-                bytes.as_ptr(),
-                bytes.len(),
-                SendMode::Auto,
-            )
-            .map_err(|c| w.error(OP, c))?;
-        let id = match pending {
+        let id = match w.start_send(OP, dest, tag, bytes)? {
             Some(id) => id,
-            None => Engine::completed(
-                &mut st,
-                Completion::Sent(crate::Status {
+            None => {
+                let done = Completion::Sent(Status {
                     source: w.rank(),
                     tag,
                     len: bytes.len(),
                     message_len: bytes.len(),
-                }),
-            ),
+                });
+                Engine::completed(&mut *w.engine().lock(OP)?, done)
+            }
         };
-        drop(st);
         Ok(self.track(id, OP, Watch::Peer(dest)))
     }
 
@@ -327,17 +376,7 @@ impl<'s, 'w> Scope<'s, 'w> {
         const OP: &str = "irecv";
         let w = self.world;
         let m = w.recv_match(OP, source.into(), tag)?;
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(buf);
-        let raw = RawBuf {
-            ptr: bytes.as_mut_ptr(),
-            cap: bytes.len(),
-        };
-        let engine = w.engine();
-        let mut st = engine.lock(OP)?;
-        let id = engine
-            .post_recv(&mut st, m, raw)
-            .map_err(|c| w.error(OP, c))?;
-        drop(st);
+        let id = w.start_recv(OP, m, bytemuck::cast_slice_mut(buf))?;
         Ok(self.track(id, OP, m.source.map_or(Watch::All, Watch::Peer)))
     }
 

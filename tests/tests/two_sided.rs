@@ -107,7 +107,7 @@ fn a_peer_that_exits_mid_exchange_is_named() {
             "",
         );
         for r in 0..n - 1 {
-            let line = format!("expected error: rank {r}: irecv: PE {} has exited", n - 1);
+            let line = format!("expected error: rank {r}: recv: PE {} has exited", n - 1);
             assert!(
                 job.stderr.contains(&line) || job.stdout.contains(&line),
                 "{job:?}"

@@ -95,7 +95,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let reply = world.am_request(peer, echo, &[], &payload)?.wait()?;
             assert_eq!(reply, payload);
         }
-        rows.push(("am_round_trip", 8, t.elapsed().as_secs_f64() * 1e6 / iters as f64));
+        rows.push((
+            "am_round_trip",
+            8,
+            t.elapsed().as_secs_f64() * 1e6 / iters as f64,
+        ));
     }
     world.barrier_all()?;
 

@@ -436,6 +436,9 @@ impl Engine {
         loop {
             let moved = {
                 let mut st = self.lock(op)?;
+                if let Some(r) = ready(&mut st) {
+                    return r.map_err(|c| self.error(op, c));
+                }
                 let moved = self.progress(&mut st).map_err(|c| self.error(op, c))?;
                 if let Some(r) = ready(&mut st) {
                     return r.map_err(|c| self.error(op, c));

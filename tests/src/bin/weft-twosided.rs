@@ -641,11 +641,11 @@ fn expect_cause(
 fn badargs(world: &World) -> Check {
     let n = world.size();
     let bad_pe = |c: &Cause| matches!(c, Cause::BadPe { pe, .. } if *pe == n);
-    expect_cause(world.send(n, Tag(0), &[1u8]), "isend", bad_pe)?;
-    expect_cause(world.recv(n, Tag(0), &mut [0u8]), "irecv", bad_pe)?;
+    expect_cause(world.send(n, Tag(0), &[1u8]), "send", bad_pe)?;
+    expect_cause(world.recv(n, Tag(0), &mut [0u8]), "recv", bad_pe)?;
     let bad_tag = |c: &Cause| matches!(c, Cause::BadTag { .. });
-    expect_cause(world.send(0, Tag::ANY, &[1u8]), "isend", bad_tag)?;
-    expect_cause(world.send(0, Tag(Tag::MAX + 1), &[1u8]), "isend", bad_tag)?;
+    expect_cause(world.send(0, Tag::ANY, &[1u8]), "send", bad_tag)?;
+    expect_cause(world.send(0, Tag(Tag::MAX + 1), &[1u8]), "send", bad_tag)?;
     expect_cause(world.probe(0, Tag(Tag::MAX + 5)), "probe", bad_tag)?;
     let mut other = Handlers::new();
     for i in 0..10 {
@@ -714,7 +714,7 @@ fn exit_early(world: &World) -> Check {
     };
     expect_cause(
         r,
-        "irecv",
+        "recv",
         |c| matches!(c, Cause::PeerGone { pe } if *pe == n - 1),
     )?;
     std::process::exit(0);
