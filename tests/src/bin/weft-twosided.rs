@@ -717,6 +717,8 @@ fn exit_early(world: &World) -> Check {
         "recv",
         |c| matches!(c, Cause::PeerGone { pe } if *pe == n - 1),
     )?;
+    // Stay a while, so that the other survivors see only the PE that left.
+    std::thread::sleep(Duration::from_secs(1));
     std::process::exit(0);
 }
 
