@@ -97,12 +97,11 @@ impl Bootstrap {
         }
     }
 
-    /// Asks the launcher to end the job.
-    pub(crate) fn abort(&mut self, code: i32, msg: &str) -> Result<(), String> {
-        match self.pmi.as_mut() {
-            Some(pmi) => pmi.abort(code, msg),
-            None => Ok(()),
-        }
+    /// Asks the launcher to end the job; `true` if there is one and it was told.
+    pub(crate) fn abort(&mut self, code: i32, msg: &str) -> bool {
+        self.pmi
+            .as_mut()
+            .is_some_and(|pmi| pmi.abort(code, msg).is_ok())
     }
 }
 

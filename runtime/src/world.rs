@@ -402,9 +402,12 @@ impl World {
     /// (`shmem_global_exit`). Never returns.
     pub fn abort(&self, code: i32, msg: &str) -> ! {
         eprintln!("rank {}: abort: {msg}", self.rank);
-        // The launcher ends every rank; if it cannot be told, exiting still
-        // makes it see this rank fail and end the others.
-        let _ = self.boot.lock().abort(code, msg);
+        // The launcher ends every rank, this one included; give it time to
+        // read the request first. If it cannot be told, exiting still makes
+        // it see this rank fail and end the others.
+        if self.boot.lock().abort(code, msg) {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+        }
         std::process::exit(if code == 0 { 1 } else { code });
     }
 }

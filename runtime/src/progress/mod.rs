@@ -307,6 +307,9 @@ fn malformed(peer: usize, detail: String) -> Cause {
     Cause::Transport(TransportError::Malformed { peer, detail })
 }
 
+/// Polls a waiter makes per taking of the engine lock.
+const POLLS_PER_LOCK: usize = 16;
+
 /// How often a waiter asks whether the peers it depends on are alive.
 const LIVENESS_PERIOD: Duration = Duration::from_millis(20);
 
@@ -432,16 +435,25 @@ impl Engine {
         mut ready: impl FnMut(&mut State) -> Option<Result<T, Cause>>,
     ) -> Result<T> {
         let mut backoff = Backoff::new();
-        let mut checked = Instant::now();
+        let mut checked: Option<Instant> = None;
         loop {
             let moved = {
                 let mut st = self.lock(op)?;
                 if let Some(r) = ready(&mut st) {
                     return r.map_err(|c| self.error(op, c));
                 }
-                let moved = self.progress(&mut st).map_err(|c| self.error(op, c))?;
-                if let Some(r) = ready(&mut st) {
-                    return r.map_err(|c| self.error(op, c));
+                // Poll a while before letting go of the lock: taking it is
+                // a good part of the cost of a short message.
+                let mut moved = 0;
+                for _ in 0..POLLS_PER_LOCK {
+                    moved = self.progress(&mut st).map_err(|c| self.error(op, c))?;
+                    if let Some(r) = ready(&mut st) {
+                        return r.map_err(|c| self.error(op, c));
+                    }
+                    if moved > 0 {
+                        break;
+                    }
+                    std::hint::spin_loop();
                 }
                 moved
             };
@@ -450,8 +462,11 @@ impl Engine {
                 continue;
             }
             backoff.snooze();
-            if backoff.is_sleeping() && checked.elapsed() >= LIVENESS_PERIOD {
-                checked = Instant::now();
+            if !backoff.is_sleeping() {
+                continue;
+            }
+            if checked.is_none_or(|t| t.elapsed() >= LIVENESS_PERIOD) {
+                checked = Some(Instant::now());
                 if let Some(pe) = self.dead_peer(watch) {
                     // It may have sent what we wait for just before exiting.
                     let mut st = self.lock(op)?;

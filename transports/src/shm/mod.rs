@@ -19,7 +19,7 @@ pub use segment::Segment;
 
 use crate::{AtomicOp, AtomicWidth, Caps, Message, Transport, TransportError};
 use process::PeerProcess;
-use ring::{Consumer, Producer, RING_BYTES, SLOT_PAYLOAD};
+use ring::{Consumer, Producer, MAX_PAYLOAD, RING_BYTES};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"weftseg1");
 const PAGE: usize = 4096;
@@ -130,7 +130,8 @@ pub struct ShmTransport {
     layout: SegmentLayout,
     own: Arc<Segment>,
     peers: Vec<Option<Peer>>,
-    inbound: Vec<Mutex<Option<Consumer>>>,
+    /// Our inbound rings, one per PE; one lock, since one poller reads them all.
+    inbound: Mutex<Vec<Option<Consumer>>>,
 }
 
 // SAFETY: the raw heap pointers point into segments the transport keeps alive
@@ -149,7 +150,7 @@ impl ShmTransport {
             layout,
             own,
             peers: Vec::new(),
-            inbound: (0..layout.nranks).map(|_| Mutex::new(None)).collect(),
+            inbound: Mutex::new((0..layout.nranks).map(|_| None).collect()),
         }
     }
 
@@ -213,7 +214,7 @@ impl ShmTransport {
             // SAFETY: ring `peer` in our own segment is read only by this PE.
             let inbound =
                 unsafe { Consumer::from_raw(self.own.as_ptr().add(self.layout.ring_at(peer))) };
-            *self.inbound[peer].lock() = Some(inbound);
+            self.inbound.lock()[peer] = Some(inbound);
             peers.push(Some(Peer {
                 // SAFETY: the heap lies inside the segment (`SegmentLayout::total`).
                 heap: unsafe { segment.as_ptr().add(self.layout.heap_at()) },
@@ -309,7 +310,7 @@ impl Transport for ShmTransport {
 
     fn caps(&self) -> Caps {
         Caps {
-            max_message: SLOT_PAYLOAD,
+            max_message: MAX_PAYLOAD,
             native_atomics: true,
             load_store: true,
         }
@@ -394,10 +395,10 @@ impl Transport for ShmTransport {
     }
 
     fn send(&self, peer: usize, header: u64, payload: &[u8]) -> Result<(), TransportError> {
-        if payload.len() > SLOT_PAYLOAD {
+        if payload.len() > MAX_PAYLOAD {
             return Err(TransportError::MessageTooLarge {
                 len: payload.len(),
-                max: SLOT_PAYLOAD,
+                max: MAX_PAYLOAD,
                 transport: "shm",
             });
         }
@@ -410,16 +411,16 @@ impl Transport for ShmTransport {
     }
 
     fn poll(&self, sink: &mut dyn FnMut(Message<'_>)) -> Result<usize, TransportError> {
-        let mut buf = [0u8; SLOT_PAYLOAD];
         let mut delivered = 0;
-        for (source, slot) in self.inbound.iter().enumerate() {
-            let Some(mut guard) = slot.try_lock() else {
-                continue;
-            };
-            let Some(rx) = guard.as_mut() else { continue };
+        // Another thread polling now delivers whatever has arrived.
+        let Some(mut inbound) = self.inbound.try_lock() else {
+            return Ok(0);
+        };
+        for (source, rx) in inbound.iter_mut().enumerate() {
+            let Some(rx) = rx else { continue };
             loop {
                 let got = rx
-                    .try_recv(&mut buf, |m| {
+                    .try_recv(|m| {
                         sink(Message {
                             source,
                             header: m.header,
@@ -573,7 +574,7 @@ mod tests {
             })
         ));
         assert!(matches!(
-            a.send(1, 0, &[0; 1000]),
+            a.send(1, 0, &[0; MAX_PAYLOAD + 1]),
             Err(TransportError::MessageTooLarge { .. })
         ));
     }
@@ -589,7 +590,11 @@ mod tests {
                 Err(e) => panic!("{e}"),
             }
         }
-        assert_eq!(sent, ring::SLOTS as u64);
+        assert_eq!(
+            sent,
+            (ring::DATA_BYTES / 64) as u64,
+            "8-byte messages take a line each"
+        );
         let mut got = Vec::new();
         b.poll(&mut |m| {
             assert_eq!(m.source, 0);
