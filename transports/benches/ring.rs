@@ -1,6 +1,5 @@
 //! The shared-memory message ring: one send + one receive of 8 B, 4 KiB and
-//! the largest payload
-//! in one thread (the cost of the protocol itself, no cache-line transfer).
+//! the largest payload in one thread (the cost of the protocol itself, no cache-line transfer).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weft_transport::shm::ring::{Consumer, Producer, MAX_PAYLOAD, RING_BYTES};
