@@ -413,12 +413,8 @@ impl Engine {
     }
 
     fn flush(&self, st: &mut State) -> Result<usize, Cause> {
-        let peers: Vec<usize> = st.outbox.busy_peers().collect();
         let mut done = std::mem::take(&mut st.completed);
-        let mut n = 0;
-        for peer in peers {
-            n += st.outbox.flush_peer(self.lane_of(peer), peer, &mut done)?;
-        }
+        let n = st.outbox.flush(|peer| self.lane_of(peer), &mut done)?;
         for id in done.drain(..) {
             self.send_done(st, id);
         }

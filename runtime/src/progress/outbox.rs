@@ -208,27 +208,33 @@ impl Outbox {
         .map(|_| ())
     }
 
-    /// Sends what credit allows toward `peer`; returns completed ids.
-    pub(crate) fn flush_peer(
+    /// Sends what credit allows from every queue, reaching peer `p`
+    /// through `lane_of(p)`; collects completed ids in `done`. Returns how
+    /// many entries went.
+    pub(crate) fn flush<'l>(
         &mut self,
-        lane: &dyn Transport,
-        peer: usize,
+        lane_of: impl Fn(usize) -> &'l dyn Transport,
         done: &mut Vec<Id>,
     ) -> Result<usize, TransportError> {
-        let q = &mut self.queues[peer];
         let mut n = 0;
-        while let Some(front) = q.front_mut() {
-            match front.push(lane, peer)? {
-                Pushed::All(id) => {
-                    done.extend(id);
-                    q.pop_front();
-                    n += 1;
-                }
-                Pushed::Blocked => return Ok(n),
+        for (peer, q) in self.queues.iter_mut().enumerate() {
+            if q.is_empty() {
+                continue;
             }
-        }
-        if n > 0 {
-            self.busy -= 1;
+            let lane = lane_of(peer);
+            while let Some(front) = q.front_mut() {
+                match front.push(lane, peer)? {
+                    Pushed::All(id) => {
+                        done.extend(id);
+                        q.pop_front();
+                        n += 1;
+                    }
+                    Pushed::Blocked => break,
+                }
+            }
+            if q.is_empty() {
+                self.busy -= 1;
+            }
         }
         Ok(n)
     }
@@ -236,15 +242,6 @@ impl Outbox {
     /// Whether any queue holds something.
     pub(crate) fn busy(&self) -> bool {
         self.busy > 0
-    }
-
-    /// Peers whose queues hold something.
-    pub(crate) fn busy_peers(&self) -> impl Iterator<Item = usize> + '_ {
-        self.queues
-            .iter()
-            .enumerate()
-            .filter(|(_, q)| !q.is_empty())
-            .map(|(p, _)| p)
     }
 
     /// Drops queued streams that read from the buffer of request `id`
