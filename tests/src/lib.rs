@@ -141,3 +141,20 @@ pub fn leftover_segments(pid: u32) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// What a scenario's check returns: `Err` describes the wrong answer.
+pub type Check = Result<(), String>;
+
+/// `Ok` if `cond` holds, else `Err` with the text `what` makes.
+pub fn ensure(cond: bool, what: impl FnOnce() -> String) -> Check {
+    if cond {
+        Ok(())
+    } else {
+        Err(what())
+    }
+}
+
+/// A Weft result with its error as text.
+pub fn w<T>(r: weft::Result<T>) -> Result<T, String> {
+    r.map_err(|e| e.to_string())
+}

@@ -534,13 +534,13 @@ impl Engine {
                 st.outbox
                     .frame(lane, dest, wire::header(Kind::Short, env), bytes)?;
             } else {
-                st.outbox.send_copying(
+                st.outbox.send(
                     lane,
                     dest,
                     Out::Stream {
                         first: Some(wire::header(Kind::First, env)),
                         next: cont_header(),
-                        bytes: Bytes::Borrowed(ptr),
+                        bytes: Bytes::Caller(ptr),
                         len,
                         sent: 0,
                         done: None,
@@ -886,7 +886,7 @@ impl Engine {
             Out::Stream {
                 first: None,
                 next: wire::control(Kind::Data, recv_token),
-                bytes: Bytes::Borrowed(ptr),
+                bytes: Bytes::Request(ptr),
                 len: bytes as usize,
                 sent: 0,
                 done: Some(id),

@@ -17,9 +17,12 @@ use super::wire::{self, Kind};
 pub(crate) enum Bytes {
     /// A copy owned by the queue.
     Owned(Vec<u8>),
-    /// The user's buffer of a send request, valid until the request
-    /// completes (the engine completes it only when the stream has drained).
-    Borrowed(*const u8),
+    /// The caller's buffer, valid only during [`Outbox::send`]: what does not
+    /// go at once is copied.
+    Caller(*const u8),
+    /// The buffer of a send request, valid until the request completes (the
+    /// engine completes it only when the stream has drained).
+    Request(*const u8),
 }
 
 /// What is waiting to be sent to one peer.
@@ -71,7 +74,7 @@ impl Out {
                 let max = lane.caps().max_message;
                 let base = match bytes {
                     Bytes::Owned(v) => v.as_ptr(),
-                    Bytes::Borrowed(p) => *p,
+                    Bytes::Caller(p) | Bytes::Request(p) => *p,
                 };
                 let mut frame = Vec::new();
                 loop {
@@ -128,26 +131,9 @@ impl Outbox {
     }
 
     /// Sends `out` now if nothing is queued before it and credit allows,
-    /// else queues what is left. Returns an id that completed.
+    /// else queues what is left (copying bytes borrowed from the caller).
+    /// Returns an id that completed.
     pub(crate) fn send(
-        &mut self,
-        lane: &dyn Transport,
-        peer: usize,
-        mut out: Out,
-    ) -> Result<Option<Id>, TransportError> {
-        if self.queues[peer].is_empty() {
-            if let Pushed::All(done) = out.push(lane, peer)? {
-                return Ok(done);
-            }
-            self.busy += 1;
-        }
-        self.queues[peer].push_back(out);
-        Ok(None)
-    }
-
-    /// Like [`Outbox::send`], but bytes borrowed from the caller that do not
-    /// go at once are copied, so the caller's buffer is free on return.
-    pub(crate) fn send_copying(
         &mut self,
         lane: &dyn Transport,
         peer: usize,
@@ -167,7 +153,7 @@ impl Outbox {
             ..
         } = &mut out
         {
-            if let Bytes::Borrowed(p) = *bytes {
+            if let Bytes::Caller(p) = *bytes {
                 // SAFETY: the caller's buffer holds `len` bytes until we return.
                 let rest = unsafe { std::slice::from_raw_parts(p.add(*sent), *len - *sent) };
                 *bytes = Bytes::Owned(rest.to_vec());
@@ -249,7 +235,7 @@ impl Outbox {
     pub(crate) fn cancel(&mut self, id: Id) {
         for q in &mut self.queues {
             let was = q.len();
-            q.retain(|o| !matches!(o, Out::Stream { done: Some(d), bytes: Bytes::Borrowed(_), .. } if *d == id));
+            q.retain(|o| !matches!(o, Out::Stream { done: Some(d), bytes: Bytes::Request(_), .. } if *d == id));
             if was > 0 && q.is_empty() {
                 self.busy -= 1;
             }

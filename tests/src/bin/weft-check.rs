@@ -6,20 +6,7 @@
 use std::process::ExitCode;
 
 use weft::{AtomicInt, Cause, Cmp, Error, SymVec, World};
-
-type Check = Result<(), String>;
-
-fn ensure(cond: bool, what: impl FnOnce() -> String) -> Check {
-    if cond {
-        Ok(())
-    } else {
-        Err(what())
-    }
-}
-
-fn w<T>(r: weft::Result<T>) -> Result<T, String> {
-    r.map_err(|e| e.to_string())
-}
+use weft_tests::{ensure, w, Check};
 
 fn main() -> ExitCode {
     let scenario = std::env::args().nth(1).unwrap_or_default();

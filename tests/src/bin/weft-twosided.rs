@@ -9,20 +9,7 @@ use std::time::{Duration, Instant};
 
 use weft::{Cause, Handler, Handlers, Source, Tag, World};
 use weft_tests::rng::Rng;
-
-type Check = Result<(), String>;
-
-fn ensure(cond: bool, what: impl FnOnce() -> String) -> Check {
-    if cond {
-        Ok(())
-    } else {
-        Err(what())
-    }
-}
-
-fn w<T>(r: weft::Result<T>) -> Result<T, String> {
-    r.map_err(|e| e.to_string())
-}
+use weft_tests::{ensure, w, Check};
 
 /// The byte at `i` of a message identified by `id`.
 fn pattern(id: u64, i: usize) -> u8 {
