@@ -29,3 +29,4 @@ for i in $(seq "$reps"); do
     mpiexec.mpich -n 2 "$out/p2p_mpich" > "$out/mpich.$i"
 done
 python3 "$top/benches/medians.py" "$out" "$reps" weft openmpi mpich
+echo "# units: latency and round trips in us, bandwidth in MB/s, rate in messages/s"

@@ -6,7 +6,8 @@
 # Builds Weft's osu_rma and our small C program benches/peers/shmem_rma.c
 # (with oshcc), runs each REPETITIONS times alternately on 2 PEs, and prints
 # the medians and Weft's ratio to OpenSHMEM (for latency lower is better, for
-# bandwidth higher is better). Installs Open MPI from Debian's packages when
+# bandwidth higher is better), with this machine's memcpy bandwidth and
+# cache-line round trip as references. Installs Open MPI from Debian's packages when
 # oshcc is missing. Open MPI's OpenSHMEM may crash in shmem_finalize on some
 # machines; the figures it printed before that still count.
 set -euo pipefail
@@ -25,31 +26,6 @@ for i in $(seq "$reps"); do
     # Open MPI needs these flags to run as root and on few cores.
     oshrun --allow-run-as-root --oversubscribe -np 2 "$out/shmem_rma" > "$out/peer.$i" 2>/dev/null || true
 done
-python3 - "$out" "$reps" <<'PY'
-import statistics, sys
-out, reps = sys.argv[1], int(sys.argv[2])
-def load(prefix):
-    runs = {}
-    for i in range(1, reps + 1):
-        for line in open(f"{out}/{prefix}.{i}"):
-            parts = line.split()
-            if len(parts) == 3 and parts[1].isdigit():
-                runs.setdefault((parts[0], int(parts[1])), []).append(float(parts[2]))
-    return {k: statistics.median(v) for k, v in runs.items()}
-weft, peer = load("weft"), load("peer")
-print(f"# Weft vs Open MPI OpenSHMEM, 2 PEs on one node, medians of {reps} runs")
-print(f"{'operation':<20} {'size':>8} {'weft':>12} {'openshmem':>12} {'ratio':>7}")
-for key in sorted(peer, key=lambda k: (k[0].endswith('bandwidth'), k[0], k[1])):
-    if key not in weft:
-        continue
-    unit = "ns" if key[0].endswith("latency") else "MB/s"
-    w, p = weft[key], peer[key]
-    print(f"{key[0]:<20} {key[1]:>8} {w:>9.1f} {unit:<2} {p:>9.1f} {unit:<2} {w / p:>7.2f}")
-print("# ratio = weft / openshmem: below 1 is better for latency, above 1 for bandwidth")
-for key in [("memcpy_bandwidth", 1 << 20), ("cache_line_round_trip", 64)]:
-    if key in weft:
-        print(f"# reference {key[0]} ({key[1]} B): {weft[key]:.1f}")
-pb = weft.get(("put_bandwidth", 1 << 20)); mb = weft.get(("memcpy_bandwidth", 1 << 20))
-if pb and mb:
-    print(f"# weft put bandwidth at 1 MiB / memcpy at 1 MiB: {pb / mb:.2f}")
-PY
+python3 "$top/benches/medians.py" "$out" "$reps" weft peer
+echo "# units: latency in ns, bandwidth in MB/s; peer = Open MPI's OpenSHMEM"
+echo "# weft-only rows are this machine's references: memcpy bandwidth, cache-line round trip"

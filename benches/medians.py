@@ -3,8 +3,8 @@
     python3 medians.py DIR REPS weft PEER...
 
 Reads DIR/<name>.<i> for i in 1..REPS, each holding "measure size value"
-lines, and prints one row per (measure, size) that Weft and at least one
-peer report: the medians and weft/peer. Latencies (measures ending in
+lines, and prints one row per (measure, size) Weft reports: the medians
+and weft/peer where the peer has it too. Latencies (measures ending in
 "latency", "round_trip") are better lower; everything else higher.
 """
 import statistics
@@ -37,5 +37,4 @@ for key in sorted(weft, key=lambda k: (order.get(k[0], 9), k[0], k[1])):
         v = data[p].get(key)
         row += f" {v:>12.2f} {weft[key] / v:>6.2f}" if v else f" {'-':>12} {'-':>6}"
     print(row)
-print("# units: latency and round trips in us, bandwidth in MB/s, rate in messages/s")
 print("# lower is better for latency and round trips, higher for the rest")

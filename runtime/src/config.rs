@@ -42,65 +42,63 @@ impl Config {
 
     /// Reads the settings through `get`, which maps a variable to its value.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, Cause> {
-        let symmetric_size = match get("WEFT_SYMMETRIC_SIZE") {
-            None => DEFAULT_SYMMETRIC_SIZE,
-            Some(v) => parse_size(&v).map_err(|reason| Cause::Config {
-                var: "WEFT_SYMMETRIC_SIZE",
-                value: v.clone(),
-                reason,
-            })?,
-        };
-        let transport = match get("WEFT_TRANSPORT").as_deref() {
-            None | Some("") | Some("auto") => TransportChoice::Auto,
-            Some("shm") => TransportChoice::Shm,
-            Some(other) => {
-                return Err(Cause::Config {
-                    var: "WEFT_TRANSPORT",
-                    value: other.to_owned(),
-                    reason: "unknown transport; this build has: auto, shm".into(),
-                })
-            }
-        };
-        let eager_limit = match get("WEFT_EAGER_LIMIT") {
-            None => DEFAULT_EAGER_LIMIT,
-            Some(v) => match v.trim() {
-                "0" => 0,
-                t => parse_size(t).map_err(|reason| Cause::Config {
-                    var: "WEFT_EAGER_LIMIT",
-                    value: v.clone(),
-                    reason,
-                })?,
-            },
-        };
-        let progress_thread = match get("WEFT_PROGRESS_THREAD").as_deref().map(str::trim) {
-            None | Some("") | Some("0") => false,
-            Some("1") => true,
-            Some(other) => {
-                return Err(Cause::Config {
-                    var: "WEFT_PROGRESS_THREAD",
-                    value: other.to_owned(),
-                    reason: "expected 0 or 1".into(),
-                })
-            }
-        };
-        let single_copy = match get("WEFT_SINGLE_COPY").as_deref().map(str::trim) {
-            None | Some("") | Some("auto") => true,
-            Some("off") => false,
-            Some(other) => {
-                return Err(Cause::Config {
-                    var: "WEFT_SINGLE_COPY",
-                    value: other.to_owned(),
-                    reason: "expected auto or off".into(),
-                })
-            }
-        };
+        let get = &get;
         Ok(Config {
-            symmetric_size,
-            transport,
-            eager_limit,
-            progress_thread,
-            single_copy,
+            symmetric_size: size(get, "WEFT_SYMMETRIC_SIZE", DEFAULT_SYMMETRIC_SIZE, false)?,
+            transport: choice(
+                get,
+                "WEFT_TRANSPORT",
+                &[
+                    ("auto", TransportChoice::Auto),
+                    ("shm", TransportChoice::Shm),
+                ],
+            )?,
+            eager_limit: size(get, "WEFT_EAGER_LIMIT", DEFAULT_EAGER_LIMIT, true)?,
+            progress_thread: choice(get, "WEFT_PROGRESS_THREAD", &[("0", false), ("1", true)])?,
+            single_copy: choice(get, "WEFT_SINGLE_COPY", &[("auto", true), ("off", false)])?,
         })
+    }
+}
+
+/// The byte count in `var`, or `default` when unset; `0` only if `zero_ok`.
+fn size(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: usize,
+    zero_ok: bool,
+) -> Result<usize, Cause> {
+    match get(var) {
+        None => Ok(default),
+        Some(v) if zero_ok && v.trim() == "0" => Ok(0),
+        Some(v) => parse_size(&v).map_err(|reason| Cause::Config {
+            var,
+            value: v.clone(),
+            reason,
+        }),
+    }
+}
+
+/// The option named by `var`; the first option when unset or empty.
+fn choice<T: Copy>(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    options: &[(&str, T)],
+) -> Result<T, Cause> {
+    let value = get(var).unwrap_or_default();
+    let name = match value.trim() {
+        "" => options[0].0,
+        v => v,
+    };
+    match options.iter().find(|(n, _)| *n == name) {
+        Some(&(_, t)) => Ok(t),
+        None => {
+            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            Err(Cause::Config {
+                var,
+                value,
+                reason: format!("expected one of: {}", names.join(", ")),
+            })
+        }
     }
 }
 

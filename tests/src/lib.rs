@@ -158,3 +158,19 @@ pub fn ensure(cond: bool, what: impl FnOnce() -> String) -> Check {
 pub fn w<T>(r: weft::Result<T>) -> Result<T, String> {
     r.map_err(|e| e.to_string())
 }
+
+/// Ends a scenario program: finalizes the world after a passing check and
+/// prints `rank R: NAME ok` (what [`scenario`] looks for), or prints the
+/// failure; the exit code tells weftrun which.
+pub fn finish(world: &weft::World, name: &str, result: Check) -> std::process::ExitCode {
+    match result.and_then(|()| w(world.finalize())) {
+        Ok(()) => {
+            println!("rank {}: {name} ok", world.rank());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rank {}: {name} FAILED: {e}", world.rank());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use weft::{AtomicInt, Cause, Cmp, Error, SymVec, World};
-use weft_tests::{ensure, w, Check};
+use weft_tests::{ensure, finish, w, Check};
 
 fn main() -> ExitCode {
     let scenario = std::env::args().nth(1).unwrap_or_default();
@@ -60,17 +60,7 @@ fn main() -> ExitCode {
         "stdin" => stdin(&world),
         other => Err(format!("unknown scenario {other:?}")),
     };
-    let result = result.and_then(|()| w(world.finalize()));
-    match result {
-        Ok(()) => {
-            println!("rank {}: {scenario} ok", world.rank());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("rank {}: {scenario} FAILED: {e}", world.rank());
-            ExitCode::FAILURE
-        }
-    }
+    finish(&world, &scenario, result)
 }
 
 fn pattern(src: usize, dst: usize, i: usize) -> u64 {

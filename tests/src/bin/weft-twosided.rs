@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use weft::{Cause, Handler, Handlers, Source, Tag, World};
 use weft_tests::rng::Rng;
-use weft_tests::{ensure, w, Check};
+use weft_tests::{ensure, finish, w, Check};
 
 /// The byte at `i` of a message identified by `id`.
 fn pattern(id: u64, i: usize) -> u8 {
@@ -130,17 +130,7 @@ fn main() -> ExitCode {
         "probe" => probe(world),
         other => Err(format!("unknown scenario {other:?}")),
     };
-    let result = result.and_then(|()| w(world.finalize()));
-    match result {
-        Ok(()) => {
-            println!("rank {}: {scenario} ok", world.rank());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("rank {}: {scenario} FAILED: {e}", world.rank());
-            ExitCode::FAILURE
-        }
-    }
+    finish(world, &scenario, result)
 }
 
 /// Message sizes to try: 0, then around every power of two up to `max`.
