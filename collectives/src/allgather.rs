@@ -1,94 +1,97 @@
-//! Ring allgather.
-//!
-//! Member `r` contributes one block of `n` bytes; in step `s` (of `p - 1`) it
-//! passes the block it received last (initially its own) to member `r + 1`
-//! and receives block `r - s - 1` from member `r - 1`. Each member sends and
-//! receives `(p - 1) n` bytes, the bandwidth lower bound, in `p - 1` steps.
+//! Allgather: every member's block, in member order, to every member.
+//! The input is one block; the output `p` blocks.
 
-use crate::{Channel, Error};
+use crate::fold::Fold;
+use crate::schedule::{Builder, Region, Schedule};
 
-/// Gathers every member's `block` into `out`, ordered by member:
-/// `out[i * n .. (i + 1) * n]` is member `i`'s block, where `n = block.len()`
-/// and `out.len()` must be `p * n`. Uses tag 0. A member whose block has
-/// another length makes the collective fail with [`Error::Length`] at its
-/// neighbour.
+/// Ring (large blocks): in step `s` member `r` passes block `r - s` to
+/// `r + 1` and receives block `r - s - 1` from `r - 1`; `p - 1` steps, each
+/// member sends `(p - 1)` blocks, the bandwidth lower bound.
 ///
 /// ```
-/// use weft_collectives::{allgather, sim, Channel};
-/// let outs = sim::run(3, |chan| {
-///     let mut out = vec![0u8; 3];
-///     allgather::ring(chan, &[chan.rank() as u8], &mut out).map(|()| out)
-/// });
-/// assert!(outs.into_iter().all(|o| o.unwrap() == vec![0, 1, 2]));
+/// use weft_collectives::allgather;
+/// assert_eq!(allgather::ring(0, 5, 8).rounds.len(), 4);
 /// ```
-pub fn ring<C: Channel>(chan: &mut C, block: &[u8], out: &mut [u8]) -> Result<(), Error<C::Error>> {
-    let (r, p, n) = (chan.rank(), chan.size(), block.len());
-    assert_eq!(
-        out.len(),
-        p * n,
-        "allgather output must hold one block per member"
-    );
-    out[r * n..(r + 1) * n].copy_from_slice(block);
-    let (right, left) = ((r + 1) % p, (r + p - 1) % p);
-    // One byte more than a block, so that a longer block is seen as such.
-    let mut tmp = vec![0u8; n + 1];
+pub fn ring(rank: usize, p: usize, block: usize) -> Schedule {
+    let out = |i: usize| Region::output((i % p) * block, block);
+    let (right, left) = ((rank + 1) % p, (rank + p - 1) % p);
+    let mut b = Builder::default();
     for s in 0..p.saturating_sub(1) {
-        let send_block = (r + p - s) % p;
-        let recv_block = (r + p - s - 1) % p;
-        chan.send(right, 0, &out[send_block * n..(send_block + 1) * n])
-            .map_err(Error::Channel)?;
-        let got = chan.recv(left, 0, &mut tmp).map_err(Error::Channel)?;
-        if got != n {
-            return Err(Error::Length {
-                peer: left,
-                expected: n,
-                got,
-            });
+        let send = if s == 0 {
+            Region::input(0, block)
+        } else {
+            out(rank + p - s)
+        };
+        b.send(right, send);
+        b.recv(left, out(rank + 2 * p - s - 1));
+        if s == 0 {
+            b.copy(Region::input(0, block), out(rank));
         }
-        out[recv_block * n..(recv_block + 1) * n].copy_from_slice(&tmp[..n]);
+        b.end_round();
     }
-    Ok(())
+    if p == 1 {
+        b.copy(Region::input(0, block), out(0));
+    }
+    b.finish(block, p * block, 0)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sim;
-
-    fn block_of(rank: usize, n: usize) -> Vec<u8> {
-        (0..n).map(|i| (rank * 31 + i * 7) as u8).collect()
+/// Recursive doubling (small and medium blocks): in step `k` members `r`
+/// and `r xor 2^k` swap everything they have gathered so far; `log2 p`
+/// steps. Team sizes that are not powers of two are folded first (odd
+/// members hand their block to the even one and get the result back).
+pub fn recursive_doubling(rank: usize, p: usize, block: usize) -> Schedule {
+    let f = Fold::new(p);
+    let out = |from: usize, to: usize| Region::output(from * block, (to - from) * block);
+    let all = out(0, p);
+    let mut b = Builder::default();
+    if f.is_extra(rank) {
+        b.send(rank - 1, Region::input(0, block));
+        b.end_round();
+        b.recv(rank - 1, all);
+        return b.finish(block, p * block, 0);
     }
-
-    #[test]
-    fn matches_the_sequential_reference() {
-        for p in (1..=65).chain([128]) {
-            for n in [0usize, 1, 8, 100] {
-                let expect: Vec<u8> = (0..p).flat_map(|r| block_of(r, n)).collect();
-                let outs = sim::run(p, |chan| {
-                    let mut out = vec![0u8; p * n];
-                    ring(chan, &block_of(chan.rank(), n), &mut out).map(|()| out)
-                });
-                for out in outs {
-                    assert_eq!(out.unwrap(), expect, "p = {p}, n = {n}");
-                }
-            }
-        }
+    b.copy(Region::input(0, block), out(rank, rank + 1));
+    if f.has_extra(rank) {
+        b.recv(rank + 1, out(rank + 1, rank + 2));
+        b.end_round();
     }
-
-    #[test]
-    fn a_member_with_another_size_is_reported() {
-        let outs = sim::run(4, |chan| {
-            let n = if chan.rank() == 2 { 16 } else { 8 };
-            let mut out = vec![0u8; 4 * n];
-            ring(chan, &vec![1; n], &mut out)
-        });
-        assert_eq!(
-            outs[3],
-            Err(Error::Length {
-                peer: 2,
-                expected: 8,
-                got: 16
-            })
-        );
+    let nr = f.new_rank(rank);
+    let mut d = 1;
+    while d < f.p2 {
+        let partner = nr ^ d;
+        let (mine, theirs) = (nr & !(d - 1), partner & !(d - 1));
+        b.send(f.lo(partner), out(f.lo(mine), f.lo(mine + d)));
+        b.recv(f.lo(partner), out(f.lo(theirs), f.lo(theirs + d)));
+        b.end_round();
+        d *= 2;
     }
+    if f.has_extra(rank) {
+        b.send(rank + 1, all);
+    }
+    b.finish(block, p * block, 0)
+}
+
+/// Bruck (small blocks, any team size): in step `k` member `r` sends the
+/// first `min(2^k, p - 2^k)` blocks it holds (its own first) to
+/// `r - 2^k` and appends those of `r + 2^k`; `ceil(log2 p)` steps, then
+/// one local rotation into member order.
+pub fn bruck(rank: usize, p: usize, block: usize) -> Schedule {
+    let held = |from: usize, to: usize| Region::tmp(from * block, (to - from) * block);
+    let mut b = Builder::default();
+    b.copy(Region::input(0, block), held(0, 1));
+    let mut d = 1;
+    while d < p {
+        let cnt = d.min(p - d);
+        b.send((rank + p - d) % p, held(0, cnt));
+        b.recv((rank + d) % p, held(d, d + cnt));
+        b.end_round();
+        d *= 2;
+    }
+    // held[i] is the block of member (rank + i) % p.
+    b.copy(
+        held(0, p - rank),
+        Region::output(rank * block, (p - rank) * block),
+    );
+    b.copy(held(p - rank, p), Region::output(0, rank * block));
+    b.finish(block, p * block, p * block)
 }

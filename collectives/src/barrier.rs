@@ -1,75 +1,61 @@
-//! Dissemination barrier (Hensgen, Finkel and Manber, 1988).
+//! Barrier by dissemination (Hensgen, Finkel and Manber, 1988).
 //!
-//! In round `k` (for `2^k < p`) member `r` signals member `r + 2^k` and waits
-//! for the signal of member `r - 2^k` (mod `p`). After `ceil(log2 p)` rounds
-//! every member has heard, directly or transitively, from every other, which
-//! is the lower bound in message steps; it needs no power-of-two size.
+//! In round `k` (for `2^k < p`) member `r` signals member `r + 2^k` and
+//! waits for the signal of member `r - 2^k` (mod `p`). After
+//! `ceil(log2 p)` rounds every member has heard, directly or through
+//! others, from every other: the lower bound in message steps, for any `p`.
 
-use crate::{Channel, Error};
+use crate::schedule::{Builder, Region, Schedule};
 
-/// Returns once every member of the team has entered the barrier. Uses tags
-/// `0..ceil(log2 p)`.
+/// The schedule of member `rank` of `p`.
 ///
 /// ```
-/// use weft_collectives::{barrier, sim};
-/// let results = sim::run(5, |chan| barrier::dissemination(chan));
-/// assert!(results.iter().all(Result::is_ok));
+/// use weft_collectives::barrier;
+/// assert_eq!(barrier::dissemination(0, 5).rounds.len(), 3);
 /// ```
-pub fn dissemination<C: Channel>(chan: &mut C) -> Result<(), Error<C::Error>> {
-    let (r, p) = (chan.rank(), chan.size());
-    let mut dist = 1;
-    let mut round = 0;
-    while dist < p {
-        chan.send((r + dist) % p, round, &[])
-            .map_err(Error::Channel)?;
-        let got = chan
-            .recv((r + p - dist) % p, round, &mut [])
-            .map_err(Error::Channel)?;
-        if got != 0 {
-            return Err(Error::Length {
-                peer: (r + p - dist) % p,
-                expected: 0,
-                got,
-            });
-        }
-        dist *= 2;
-        round += 1;
+pub fn dissemination(rank: usize, p: usize) -> Schedule {
+    let mut b = Builder::default();
+    let mut d = 1;
+    while d < p {
+        b.send((rank + d) % p, Region::output(0, 0));
+        b.recv((rank + p - d) % p, Region::output(0, 0));
+        b.end_round();
+        d *= 2;
     }
-    Ok(())
+    b.finish(0, 0, 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sim;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
-    fn nobody_leaves_before_everybody_arrived() {
-        for p in (1..=65).chain([128]) {
-            let arrived = AtomicUsize::new(0);
-            let results = sim::run(p, |chan| {
-                arrived.fetch_add(1, Ordering::SeqCst);
-                dissemination(chan)?;
-                let seen = arrived.load(Ordering::SeqCst);
-                dissemination(chan)?;
-                Ok::<_, Error<sim::Closed>>(seen)
-            });
-            for r in results {
-                assert_eq!(r.unwrap(), p, "p = {p}");
+    fn message_count_is_ceil_log2_p_per_member() {
+        for p in [1usize, 2, 3, 7, 8, 9, 33] {
+            let rounds = p.next_power_of_two().trailing_zeros() as usize;
+            for r in 0..p {
+                assert_eq!(dissemination(r, p).messages_sent(), rounds, "p = {p}");
             }
         }
     }
 
     #[test]
-    fn message_count_is_p_times_ceil_log2_p() {
-        for p in [1usize, 2, 3, 7, 8, 9, 33] {
-            let counts = sim::run(p, |chan| {
-                dissemination(chan).unwrap();
-                chan.sent()
-            });
-            let rounds = p.next_power_of_two().trailing_zeros() as usize;
-            assert!(counts.iter().all(|&c| c == rounds), "p = {p}: {counts:?}");
-        }
+    fn a_member_missing_is_a_deadlock() {
+        let members: Vec<sim::Member> = (0..4)
+            .map(|r| sim::Member {
+                schedule: if r == 3 {
+                    Schedule::default().into()
+                } else {
+                    dissemination(r, 4).into()
+                },
+                input: vec![],
+                output: vec![],
+            })
+            .collect();
+        assert!(matches!(
+            sim::run(members, None),
+            Err(sim::SimError::Deadlock { .. })
+        ));
     }
 }

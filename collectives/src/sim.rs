@@ -1,111 +1,222 @@
-//! An in-process harness: `p` members as threads joined by channels, for
-//! testing algorithms against sequential references at any team size.
+//! An in-process harness: runs the schedules of `p` members over memory,
+//! one thread, round-robin, deterministic. A schedule that waits for a
+//! message nobody sends is reported as a deadlock instead of hanging.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
 
-use crate::Channel;
+use crate::exec::Run;
+use crate::op::Combiner;
+use crate::schedule::Schedule;
+use crate::{Channel, Error};
 
-/// The error of a simulated channel: a peer's thread ended (its algorithm
-/// returned or failed) while this member still waited for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Closed;
+/// Messages in flight between simulated members, and what each sent.
+#[derive(Default)]
+struct Net {
+    queues: HashMap<(usize, usize, u32), VecDeque<Vec<u8>>>,
+    /// Messages sent plus messages delivered: whether anything moved.
+    events: u64,
+}
 
-impl std::fmt::Display for Closed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a simulated peer ended before sending")
+/// A simulated channel never fails by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Never {}
+
+impl std::fmt::Display for Never {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {}
     }
 }
 
-type Packet = (usize, u32, Vec<u8>);
-
-/// One member's end of the simulated team.
-pub struct SimChannel {
+/// One member's end of the simulated network.
+struct SimChannel<'a> {
     rank: usize,
-    /// Senders to every member; `None` at this member's own index, so that
-    /// a receive fails instead of hanging once every other member has ended.
-    peers: Vec<Option<Sender<Packet>>>,
-    inbox: Receiver<Packet>,
-    unexpected: HashMap<(usize, u32), VecDeque<Vec<u8>>>,
-    sent: usize,
+    size: usize,
+    net: &'a RefCell<Net>,
 }
 
-impl SimChannel {
-    /// Messages this member has sent so far.
-    pub fn sent(&self) -> usize {
-        self.sent
-    }
+/// A receive posted on a simulated channel.
+struct SimRecv {
+    peer: usize,
+    tag: u32,
+    buf: *mut u8,
+    cap: usize,
 }
 
-impl Channel for SimChannel {
-    type Error = Closed;
+impl Channel for SimChannel<'_> {
+    type Error = Never;
+    type Pending = SimRecv;
 
     fn rank(&self) -> usize {
         self.rank
     }
 
     fn size(&self) -> usize {
-        self.peers.len()
+        self.size
     }
 
-    fn send(&mut self, peer: usize, tag: u32, data: &[u8]) -> Result<(), Closed> {
-        self.sent += 1;
-        self.peers[peer]
-            .as_ref()
-            .ok_or(Closed)?
-            .send((self.rank, tag, data.to_vec()))
-            .map_err(|_| Closed)
+    unsafe fn start_send(
+        &mut self,
+        peer: usize,
+        tag: u32,
+        data: *const u8,
+        len: usize,
+    ) -> Result<Option<SimRecv>, Never> {
+        // SAFETY: the caller passes `len` readable bytes at `data`.
+        let bytes = unsafe { std::slice::from_raw_parts(data, len) }.to_vec();
+        let mut net = self.net.borrow_mut();
+        net.events += 1;
+        net.queues
+            .entry((self.rank, peer, tag))
+            .or_default()
+            .push_back(bytes);
+        Ok(None)
     }
 
-    fn recv(&mut self, peer: usize, tag: u32, buf: &mut [u8]) -> Result<usize, Closed> {
-        let data = loop {
-            if let Some(d) = self
-                .unexpected
-                .get_mut(&(peer, tag))
-                .and_then(VecDeque::pop_front)
-            {
-                break d;
-            }
-            let (src, t, d) = self.inbox.recv().map_err(|_| Closed)?;
-            if (src, t) == (peer, tag) {
-                break d;
-            }
-            self.unexpected.entry((src, t)).or_default().push_back(d);
+    unsafe fn start_recv(
+        &mut self,
+        peer: usize,
+        tag: u32,
+        buf: *mut u8,
+        cap: usize,
+    ) -> Result<SimRecv, Never> {
+        Ok(SimRecv {
+            peer,
+            tag,
+            buf,
+            cap,
+        })
+    }
+
+    fn test(&mut self, op: &mut SimRecv) -> Result<Option<usize>, Never> {
+        let mut net = self.net.borrow_mut();
+        let Some(msg) = net
+            .queues
+            .get_mut(&(op.peer, self.rank, op.tag))
+            .and_then(VecDeque::pop_front)
+        else {
+            return Ok(None);
         };
-        let n = data.len().min(buf.len());
-        buf[..n].copy_from_slice(&data[..n]);
-        Ok(data.len())
+        net.events += 1;
+        let n = msg.len().min(op.cap);
+        // SAFETY: `start_recv`'s caller keeps `cap` writable bytes at `buf`
+        // until this receive completes, which is now.
+        unsafe { std::ptr::copy_nonoverlapping(msg.as_ptr(), op.buf, n) };
+        Ok(Some(msg.len()))
     }
+
+    fn cancel(&mut self, _: SimRecv) {}
 }
 
-/// Runs `f` on `p` members, each on its own thread, and returns their results
-/// in member order.
-pub fn run<T: Send>(p: usize, f: impl Fn(&mut SimChannel) -> T + Sync) -> Vec<T> {
-    let (senders, receivers): (Vec<_>, Vec<_>) = (0..p).map(|_| channel()).unzip();
-    std::thread::scope(|s| {
-        let handles: Vec<_> = receivers
-            .into_iter()
-            .enumerate()
-            .map(|(rank, inbox)| {
-                let mut chan = SimChannel {
-                    rank,
-                    peers: senders
-                        .iter()
-                        .enumerate()
-                        .map(|(i, tx)| (i != rank).then(|| tx.clone()))
-                        .collect(),
-                    inbox,
-                    unexpected: HashMap::new(),
-                    sent: 0,
-                };
-                let f = &f;
-                s.spawn(move || f(&mut chan))
-            })
-            .collect();
-        drop(senders);
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("member panicked"))
-            .collect()
-    })
+/// Why a simulated collective did not complete.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SimError {
+    /// A member's run failed.
+    Member {
+        /// The member.
+        rank: usize,
+        /// Its error.
+        error: Error<Never>,
+    },
+    /// Every unfinished member waits for a message that nobody will send.
+    Deadlock {
+        /// The members still waiting, with the members they wait for.
+        waiting: Vec<(usize, Vec<usize>)>,
+    },
+    /// Every member finished but messages were left undelivered.
+    Leftover {
+        /// (from, to) of each undelivered message.
+        messages: Vec<(usize, usize)>,
+    },
+}
+
+/// One member's part in a simulated collective.
+pub struct Member {
+    /// Its schedule.
+    pub schedule: Arc<Schedule>,
+    /// Its input, `schedule.input_len` bytes.
+    pub input: Vec<u8>,
+    /// Its output buffer's initial contents, `schedule.output_len` bytes.
+    pub output: Vec<u8>,
+}
+
+/// Runs one collective on `members.len()` simulated members and returns
+/// each member's output.
+///
+/// ```
+/// use weft_collectives::{barrier, sim};
+/// let members = (0..5)
+///     .map(|r| sim::Member {
+///         schedule: barrier::dissemination(r, 5).into(),
+///         input: vec![],
+///         output: vec![],
+///     })
+///     .collect();
+/// assert!(sim::run(members, None).is_ok());
+/// ```
+pub fn run(members: Vec<Member>, combiner: Option<Combiner>) -> Result<Vec<Vec<u8>>, SimError> {
+    let p = members.len();
+    let net = RefCell::new(Net::default());
+    let mut outputs: Vec<Vec<u8>> = Vec::with_capacity(p);
+    let mut inputs: Vec<Vec<u8>> = Vec::with_capacity(p);
+    let mut schedules = Vec::with_capacity(p);
+    for m in members {
+        assert_eq!(m.input.len(), m.schedule.input_len, "input of the wrong size");
+        assert_eq!(m.output.len(), m.schedule.output_len, "output of the wrong size");
+        inputs.push(m.input);
+        outputs.push(m.output);
+        schedules.push(m.schedule);
+    }
+    let mut runs: Vec<Run<SimRecv>> = schedules
+        .into_iter()
+        .zip(inputs.iter().zip(outputs.iter_mut()))
+        .map(|(s, (i, o))| {
+            // SAFETY: `inputs` and `outputs` are neither moved nor touched
+            // until every run is done or dropped, below.
+            unsafe { Run::new(s, 0, i.as_ptr(), o.as_mut_ptr(), combiner.clone()) }
+        })
+        .collect();
+    let mut done = vec![false; p];
+    loop {
+        let mut moved = false;
+        for rank in 0..p {
+            if done[rank] {
+                continue;
+            }
+            let mut chan = SimChannel {
+                rank,
+                size: p,
+                net: &net,
+            };
+            let before = net.borrow().events;
+            let finished = runs[rank]
+                .advance(&mut chan)
+                .map_err(|error| SimError::Member { rank, error })?;
+            moved |= finished || net.borrow().events != before;
+            done[rank] = finished;
+        }
+        if done.iter().all(|&d| d) {
+            break;
+        }
+        if !moved {
+            let waiting = (0..p)
+                .filter(|&r| !done[r])
+                .map(|r| (r, runs[r].waiting_for().collect()))
+                .collect();
+            return Err(SimError::Deadlock { waiting });
+        }
+    }
+    drop(runs);
+    let mut messages: Vec<(usize, usize)> = net
+        .into_inner()
+        .queues
+        .into_iter()
+        .flat_map(|((from, to, _), q)| std::iter::repeat_n((from, to), q.len()))
+        .collect();
+    if !messages.is_empty() {
+        messages.sort_unstable();
+        return Err(SimError::Leftover { messages });
+    }
+    Ok(outputs)
 }
