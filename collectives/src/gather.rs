@@ -15,7 +15,11 @@ use crate::schedule::{Builder, Region, Schedule};
 pub fn binomial(rank: usize, p: usize, root: usize, block: usize) -> Schedule {
     let v = (rank + p - root) % p;
     let real = |x: usize| (x + root) % p;
-    let sub = if v == 0 { p } else { lowbit_or(v, p).min(p - v) };
+    let sub = if v == 0 {
+        p
+    } else {
+        lowbit_or(v, p).min(p - v)
+    };
     let input = Region::input(0, block);
     let out_len = if v == 0 { p * block } else { 0 };
     let mut b = Builder::default();
@@ -44,7 +48,10 @@ pub fn binomial(rank: usize, p: usize, root: usize, block: usize) -> Schedule {
             held.sub(0, k * block),
             Region::output(root * block, k * block),
         );
-        b.copy(held.sub(k * block, root * block), Region::output(0, root * block));
+        b.copy(
+            held.sub(k * block, root * block),
+            Region::output(0, root * block),
+        );
     }
     b.finish(block, out_len, tmp_len)
 }

@@ -362,13 +362,19 @@ mod tests {
     fn builtins_compute_what_they_say() {
         assert_eq!(run(ReduceOp::Sum, &[1i32, -2], &[3, 4]), [4, 2]);
         assert_eq!(run(ReduceOp::Prod, &[u8::MAX], &[2]), [254]);
-        assert_eq!(run(ReduceOp::Min, &[1.5f64, -0.5], &[1.0, 2.0]), [1.0, -0.5]);
+        assert_eq!(
+            run(ReduceOp::Min, &[1.5f64, -0.5], &[1.0, 2.0]),
+            [1.0, -0.5]
+        );
         assert_eq!(run(ReduceOp::Max, &[1u64, 9], &[3, 4]), [3, 9]);
         assert_eq!(run(ReduceOp::BitAnd, &[0b1100u16], &[0b1010]), [0b1000]);
         assert_eq!(run(ReduceOp::BitOr, &[0b1100i64], &[0b1010]), [0b1110]);
         assert_eq!(run(ReduceOp::BitXor, &[0b1100u128], &[0b1010]), [0b0110]);
         assert_eq!(run(ReduceOp::LogicalAnd, &[2i8, 0], &[3, 5]), [1, 0]);
-        assert_eq!(run(ReduceOp::LogicalOr, &[0.0f32, 0.0], &[0.5, 0.0]), [1.0, 0.0]);
+        assert_eq!(
+            run(ReduceOp::LogicalOr, &[0.0f32, 0.0], &[0.5, 0.0]),
+            [1.0, 0.0]
+        );
     }
 
     #[test]

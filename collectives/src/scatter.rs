@@ -15,7 +15,11 @@ use crate::schedule::{Builder, Region, Schedule};
 pub fn binomial(rank: usize, p: usize, root: usize, block: usize) -> Schedule {
     let v = (rank + p - root) % p;
     let real = |x: usize| (x + root) % p;
-    let sub = if v == 0 { p } else { lowbit_or(v, p).min(p - v) };
+    let sub = if v == 0 {
+        p
+    } else {
+        lowbit_or(v, p).min(p - v)
+    };
     let out = Region::output(0, block);
     let in_len = if v == 0 { p * block } else { 0 };
     let mut b = Builder::default();
@@ -28,7 +32,10 @@ pub fn binomial(rank: usize, p: usize, root: usize, block: usize) -> Schedule {
             Region::input(root * block, k * block),
             held.sub(0, k * block),
         );
-        b.copy(Region::input(0, root * block), held.sub(k * block, root * block));
+        b.copy(
+            Region::input(0, root * block),
+            held.sub(k * block, root * block),
+        );
         (held, p * block)
     } else if sub > 1 {
         (Region::tmp(0, sub * block), sub * block)

@@ -257,7 +257,10 @@ impl Builder {
             }
             for l in &round.locals {
                 let (Local::Copy { from, to } | Local::Reduce { from, to, .. }) = l;
-                assert!(fits(from) && fits(to), "a local step outside its buffer: {l:?}");
+                assert!(
+                    fits(from) && fits(to),
+                    "a local step outside its buffer: {l:?}"
+                );
                 assert!(to.buf != Buf::Input, "a local step writing the input");
             }
         }

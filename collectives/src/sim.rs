@@ -162,8 +162,16 @@ pub fn run(members: Vec<Member>, combiner: Option<Combiner>) -> Result<Vec<Vec<u
     let mut inputs: Vec<Vec<u8>> = Vec::with_capacity(p);
     let mut schedules = Vec::with_capacity(p);
     for m in members {
-        assert_eq!(m.input.len(), m.schedule.input_len, "input of the wrong size");
-        assert_eq!(m.output.len(), m.schedule.output_len, "output of the wrong size");
+        assert_eq!(
+            m.input.len(),
+            m.schedule.input_len,
+            "input of the wrong size"
+        );
+        assert_eq!(
+            m.output.len(),
+            m.schedule.output_len,
+            "output of the wrong size"
+        );
         inputs.push(m.input);
         outputs.push(m.output);
         schedules.push(m.schedule);

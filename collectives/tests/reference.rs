@@ -134,7 +134,9 @@ fn check(
 }
 
 fn u64_bytes(r: usize, i: usize) -> Vec<u8> {
-    ((r as u64 * 1_000_003) ^ (i as u64 * 7919)).to_ne_bytes().to_vec()
+    ((r as u64 * 1_000_003) ^ (i as u64 * 7919))
+        .to_ne_bytes()
+        .to_vec()
 }
 
 fn call(collective: Collective, p: usize, root: usize, count: usize, elem: usize) -> Call {

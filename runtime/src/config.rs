@@ -1,5 +1,7 @@
 //! `WEFT_*` environment variables, read once at [`crate::init`].
 
+use weft_collectives::{Algorithm, Collective};
+
 use crate::error::Cause;
 
 /// Default symmetric heap size per PE.
@@ -32,6 +34,10 @@ pub struct Config {
     /// `WEFT_SINGLE_COPY`: rendezvous receivers copy straight out of the
     /// sender's memory (`auto`) or always have the sender push the bytes (`off`).
     pub single_copy: bool,
+    /// Algorithms forced by `WEFT_COLL_<OPERATION>=<algorithm>` (e.g.
+    /// `WEFT_COLL_ALLREDUCE=ring`); the others are chosen by team and
+    /// message size.
+    pub collective_algorithms: Vec<(Collective, Algorithm)>,
 }
 
 impl Config {
@@ -56,8 +62,58 @@ impl Config {
             eager_limit: size(get, "WEFT_EAGER_LIMIT", DEFAULT_EAGER_LIMIT, true)?,
             progress_thread: choice(get, "WEFT_PROGRESS_THREAD", &[("0", false), ("1", true)])?,
             single_copy: choice(get, "WEFT_SINGLE_COPY", &[("auto", true), ("off", false)])?,
+            collective_algorithms: collective_algorithms(get)?,
         })
     }
+
+    /// The algorithm forced for `collective`, if any.
+    pub fn algorithm_for(&self, collective: Collective) -> Option<Algorithm> {
+        self.collective_algorithms
+            .iter()
+            .find(|(c, _)| *c == collective)
+            .map(|&(_, a)| a)
+    }
+}
+
+/// The variable that forces `collective`'s algorithm.
+pub fn collective_variable(collective: Collective) -> &'static str {
+    match collective {
+        Collective::Barrier => "WEFT_COLL_BARRIER",
+        Collective::Broadcast => "WEFT_COLL_BROADCAST",
+        Collective::Reduce => "WEFT_COLL_REDUCE",
+        Collective::Allreduce => "WEFT_COLL_ALLREDUCE",
+        Collective::Allgather => "WEFT_COLL_ALLGATHER",
+        Collective::Alltoall => "WEFT_COLL_ALLTOALL",
+        Collective::Gather => "WEFT_COLL_GATHER",
+        Collective::Scatter => "WEFT_COLL_SCATTER",
+        Collective::ReduceScatter => "WEFT_COLL_REDUCE_SCATTER",
+        Collective::Scan => "WEFT_COLL_SCAN",
+        Collective::Exscan => "WEFT_COLL_EXSCAN",
+    }
+}
+
+fn collective_algorithms(
+    get: &impl Fn(&str) -> Option<String>,
+) -> Result<Vec<(Collective, Algorithm)>, Cause> {
+    let mut forced = Vec::new();
+    for c in Collective::ALL {
+        let var = collective_variable(c);
+        let Some(value) = get(var).filter(|v| !v.trim().is_empty()) else {
+            continue;
+        };
+        match c.algorithms().iter().find(|a| a.name() == value.trim()) {
+            Some(&a) => forced.push((c, a)),
+            None => {
+                let names: Vec<&str> = c.algorithms().iter().map(|a| a.name()).collect();
+                return Err(Cause::Config {
+                    var,
+                    value,
+                    reason: format!("expected one of: {}", names.join(", ")),
+                });
+            }
+        }
+    }
+    Ok(forced)
 }
 
 /// The byte count in `var`, or `default` when unset; `0` only if `zero_ok`.
@@ -171,6 +227,17 @@ mod tests {
         );
         let bad = Config::from_lookup(|k| (k == "WEFT_TRANSPORT").then(|| "carrier-pigeon".into()));
         assert!(bad.unwrap_err().to_string().contains("WEFT_TRANSPORT"));
+        let ring = Config::from_lookup(|k| (k == "WEFT_COLL_ALLREDUCE").then(|| "ring".into()));
+        assert_eq!(
+            ring.unwrap().algorithm_for(Collective::Allreduce),
+            Some(Algorithm::Ring)
+        );
+        let bad = Config::from_lookup(|k| (k == "WEFT_COLL_BARRIER").then(|| "ring".into()));
+        let e = bad.unwrap_err().to_string();
+        assert!(
+            e.contains("WEFT_COLL_BARRIER") && e.contains("dissemination"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -30,11 +30,11 @@ mod am;
 mod amo;
 mod backoff;
 mod bootstrap;
-mod control;
 mod error;
 mod p2p;
 mod progress;
 mod symvec;
+mod team;
 mod world;
 
 pub use am::{AmContext, AmHandle, Handler, Handlers, AM_HEADER_MAX};
@@ -42,6 +42,9 @@ pub use amo::{AtomicInt, Cmp};
 pub use error::{Cause, Error, Result};
 pub use p2p::{Request, Scope, Source, Status, Tag};
 pub use symvec::SymVec;
+pub use team::{Reduction, Team, UserOp};
+pub use weft_collectives::op::{Element, ReduceOp};
+pub use weft_collectives::{Algorithm, Collective};
 pub use world::World;
 
 /// Joins the job this process was started in: PMI-1 from `weftrun` or

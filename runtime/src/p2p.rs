@@ -237,7 +237,12 @@ impl World {
 
     /// Waits for request `id` of a blocking call; on failure cancels it, so
     /// that the engine lets go of the caller's buffer before it returns.
-    pub(crate) fn complete(&self, op: &'static str, id: Id, watch: Watch) -> Result<Completion> {
+    pub(crate) fn complete(
+        &self,
+        op: &'static str,
+        id: Id,
+        watch: Watch<'_>,
+    ) -> Result<Completion> {
         let engine = self.engine();
         engine
             .wait(op, watch, |st| Engine::take(st, id))
@@ -335,7 +340,7 @@ pub struct Request<'s, 'w> {
     scope: &'s Scope<'s, 'w>,
     id: Id,
     op: &'static str,
-    watch: Watch,
+    watch: Watch<'static>,
 }
 
 impl<'s, 'w> Scope<'s, 'w> {
@@ -380,7 +385,12 @@ impl<'s, 'w> Scope<'s, 'w> {
         Ok(self.track(id, OP, m.source.map_or(Watch::All, Watch::Peer)))
     }
 
-    fn track(&'s self, id: Id, op: &'static str, watch: Watch) -> Request<'s, 'w> {
+    pub(crate) fn track(
+        &'s self,
+        id: Id,
+        op: &'static str,
+        watch: Watch<'static>,
+    ) -> Request<'s, 'w> {
         self.ids.lock().push(id);
         Request {
             scope: self,
@@ -393,7 +403,7 @@ impl<'s, 'w> Scope<'s, 'w> {
     /// Waits for one request; the request is gone afterwards.
     fn finish(&self, id: Id) -> Result<()> {
         let engine = self.world.engine();
-        engine.wait("scope", Watch::All, |st| {
+        engine.wait("scope", Watch::Request(id), |st| {
             Engine::is_done(st, id).then(|| Engine::take_if_live(st, id))
         })
     }

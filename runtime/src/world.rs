@@ -7,18 +7,17 @@ use std::thread::JoinHandle;
 
 use bytemuck::Pod;
 use parking_lot::Mutex;
-use weft_collectives::{allgather, barrier};
 use weft_transport::shm::{create_segment, SegmentLayout, ShmTransport};
 use weft_transport::Transport;
 
 use crate::am::Handlers;
 use crate::bootstrap::Bootstrap;
 use crate::config::Config;
-use crate::control::CollectiveChannel;
 use crate::error::{Cause, Error, Result};
 use crate::heap::Allocator;
 use crate::progress::{Engine, Settings};
 use crate::symvec::SymVec;
+use crate::team::{TeamIds, TeamInner};
 
 /// All PEs of the job. Made by [`crate::init`] and ended by
 /// [`World::finalize`], which is collective. Dropping a world that was not
@@ -45,6 +44,7 @@ pub struct World {
     heap: (usize, usize),
     allocator: Mutex<Allocator>,
     finalized: AtomicBool,
+    world_team: Arc<TeamInner>,
 }
 
 /// Which collective a signature describes.
@@ -143,6 +143,7 @@ impl World {
             engine,
             progress_thread: Mutex::new(progress_thread),
             finalized: AtomicBool::new(false),
+            world_team: TeamInner::new(0, (0..size).collect(), rank, TeamIds::new()),
         })
     }
 
@@ -169,6 +170,10 @@ impl World {
     /// This PE's own symmetric heap: pointer and length.
     pub(crate) fn local_heap(&self) -> (*mut u8, usize) {
         (self.heap.0 as *mut u8, self.heap.1)
+    }
+
+    pub(crate) fn world_team(&self) -> &Arc<TeamInner> {
+        &self.world_team
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -249,24 +254,7 @@ impl World {
     pub fn barrier_all(&self) -> Result<()> {
         self.check_live("barrier_all")?;
         self.quiet()?;
-        self.collective("barrier_all", |chan| barrier::dissemination(chan))
-    }
-
-    /// Runs a collective algorithm over this world, mapping its errors to
-    /// errors naming `op`.
-    fn collective<T>(
-        &self,
-        op: &'static str,
-        f: impl FnOnce(&mut CollectiveChannel<'_>) -> Result<T, weft_collectives::Error<Error>>,
-    ) -> Result<T> {
-        let mut chan = CollectiveChannel::new(self, op)?;
-        f(&mut chan).map_err(|e| match e {
-            weft_collectives::Error::Channel(e) => e,
-            e @ weft_collectives::Error::Length { .. } => self.error(
-                op,
-                Cause::Mismatch(format!("{e}; were different collectives called?")),
-            ),
-        })
+        self.team().barrier()
     }
 
     /// Allocates a symmetric array of `len` elements on every PE, zeroed.
@@ -354,14 +342,13 @@ impl World {
     /// Checks that every PE passed the same signature to collective `op`;
     /// otherwise every PE fails with an error that lists who passed what.
     fn agree(&self, op: &'static str, sig: [u64; 4]) -> Result<()> {
-        let mine: Vec<u8> = sig.iter().flat_map(|w| w.to_le_bytes()).collect();
-        let mut all = vec![0u8; mine.len() * self.size];
-        self.collective(op, |chan| allgather::ring(chan, &mine, &mut all))?;
+        let mut all = vec![0u64; sig.len() * self.size];
+        self.team()
+            .allgather(&sig, &mut all)
+            .map_err(|e| Error { op, ..e })?;
         let sigs: Vec<[u64; 4]> = all
-            .chunks(32)
-            .map(|c| {
-                std::array::from_fn(|i| u64::from_le_bytes(c[i * 8..i * 8 + 8].try_into().unwrap()))
-            })
+            .chunks(4)
+            .map(|c| std::array::from_fn(|i| c[i]))
             .collect();
         if sigs.iter().all(|s| *s == sigs[0]) {
             return Ok(());

@@ -21,11 +21,12 @@
 //!   it, or `WEFT_SINGLE_COPY=off`) it answers Cts and the sender pushes the
 //!   bytes as Data frames.
 
+pub(crate) mod coll;
 mod outbox;
 mod slab;
 pub(crate) mod wire;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -188,6 +189,8 @@ enum Req {
     AmWaiting {
         target: usize,
     },
+    /// A non-blocking collective call; `None` while the engine advances it.
+    Collective(Option<Box<coll::CollRun>>),
     Done(Completion),
     Failed(Cause),
 }
@@ -246,17 +249,20 @@ pub(crate) enum SendMode {
     /// Eager up to the eager limit, rendezvous above, out of the caller's
     /// buffer (which must stay valid until the returned request completes).
     Auto,
-    /// Always eager (collectives: a send must never wait for the receiver).
-    Eager,
     /// Bytes the engine owns: eager or rendezvous by size.
     Owned(Vec<u8>),
 }
 
 /// Which peers a wait depends on, for turning a death into an error.
 #[derive(Clone, Copy)]
-pub(crate) enum Watch {
+pub(crate) enum Watch<'a> {
     Peer(usize),
     All,
+    /// The PEs listed now (a blocking collective updates the list as it
+    /// goes from round to round).
+    Listed(&'a RefCell<Vec<usize>>),
+    /// The PEs a non-blocking collective waits for now.
+    Request(Id),
 }
 
 /// The engine's mutable state; see the module documentation.
@@ -275,8 +281,8 @@ pub(crate) struct State {
     no_single_copy: Vec<bool>,
     /// An earlier failure that broke the engine.
     fatal: Option<String>,
-    /// Sequence number of the next collective.
-    pub(crate) collective_seq: u32,
+    /// Collective calls in progress.
+    coll: coll::CollState,
     completed: Vec<Id>,
 }
 
@@ -339,7 +345,7 @@ impl Engine {
                 am_pending: 0,
                 no_single_copy: vec![false; size],
                 fatal: None,
-                collective_seq: 0,
+                coll: coll::CollState::default(),
                 completed: Vec::new(),
             }),
             stop: AtomicBool::new(false),
@@ -409,6 +415,9 @@ impl Engine {
         if st.outbox.busy() {
             n += self.flush(st)?;
         }
+        if !st.coll.runs.is_empty() {
+            self.coll_progress(st);
+        }
         Ok(n)
     }
 
@@ -427,7 +436,7 @@ impl Engine {
     pub(crate) fn wait<T>(
         &self,
         op: &'static str,
-        watch: Watch,
+        watch: Watch<'_>,
         mut ready: impl FnMut(&mut State) -> Option<Result<T, Cause>>,
     ) -> Result<T> {
         let mut backoff = Backoff::new();
@@ -463,24 +472,35 @@ impl Engine {
             }
             if checked.is_none_or(|t| t.elapsed() >= LIVENESS_PERIOD) {
                 checked = Some(Instant::now());
-                if let Some(pe) = self.dead_peer(watch) {
+                if self.dead_peer(watch).is_some() {
                     // It may have sent what we wait for just before exiting.
                     let mut st = self.lock(op)?;
                     self.progress(&mut st).map_err(|c| self.error(op, c))?;
                     if let Some(r) = ready(&mut st) {
                         return r.map_err(|c| self.error(op, c));
                     }
-                    return Err(self.error(op, Cause::PeerGone { pe }));
+                    drop(st);
+                    if let Some(pe) = self.dead_peer(watch) {
+                        return Err(self.error(op, Cause::PeerGone { pe }));
+                    }
                 }
             }
         }
     }
 
-    fn dead_peer(&self, watch: Watch) -> Option<usize> {
-        let dead = |pe: usize| pe != self.rank && !self.lane_of(pe).peer_alive(pe);
+    fn dead_peer(&self, watch: Watch<'_>) -> Option<usize> {
+        let dead = |pe: &usize| *pe != self.rank && !self.lane_of(*pe).peer_alive(*pe);
         match watch {
-            Watch::Peer(pe) => dead(pe).then_some(pe),
-            Watch::All => (0..self.size).find(|&pe| dead(pe)),
+            Watch::Peer(pe) => dead(&pe).then_some(pe),
+            Watch::All => (0..self.size).find(dead),
+            Watch::Listed(pes) => pes.borrow().iter().copied().find(dead),
+            Watch::Request(id) => {
+                let pes = self.coll_waiting_for(&self.state.lock(), id);
+                match pes {
+                    Some(pes) => pes.into_iter().find(dead),
+                    None => (0..self.size).find(dead),
+                }
+            }
         }
     }
 
@@ -523,10 +543,7 @@ impl Engine {
         mode: SendMode,
     ) -> Result<Option<Id>, Cause> {
         let lane = self.lane_of(dest);
-        let eager = match mode {
-            SendMode::Eager => true,
-            SendMode::Auto | SendMode::Owned(_) => len <= self.settings.eager_limit,
-        };
+        let eager = len <= self.settings.eager_limit;
         if eager {
             if len <= lane.caps().max_message {
                 // SAFETY: the caller passes `len` readable bytes at `ptr`.
@@ -612,6 +629,16 @@ impl Engine {
                 st.reqs.remove(id);
             }
             Some(e) => e.req = Req::Done(c),
+            None => {}
+        }
+    }
+
+    fn fail(st: &mut State, id: Id, cause: Cause) {
+        match st.reqs.get_mut(id) {
+            Some(e) if e.detached => {
+                st.reqs.remove(id);
+            }
+            Some(e) => e.req = Req::Failed(cause),
             None => {}
         }
     }
@@ -743,6 +770,7 @@ impl Engine {
                     | Req::Sending { .. }
                     | Req::AmWaiting { .. }
                     | Req::Abandoned { .. }
+                    | Req::Collective(_)
             )
         )
     }
@@ -778,6 +806,7 @@ impl Engine {
                 st.outbox.cancel(id);
             }
             Req::AmWaiting { .. } | Req::Abandoned { .. } => entry.detached = true,
+            Req::Collective(_) => self.coll_cancel(st, id),
             Req::Done(_) | Req::Failed(_) => {
                 st.reqs.remove(id);
             }
@@ -1029,6 +1058,15 @@ impl Engine {
         env: Envelope,
         body: BodyRef<'_>,
     ) -> Result<(), Cause> {
+        if env.class == Class::Collective {
+            let payload = match body {
+                BodyRef::Bytes(b) => b,
+                BodyRef::Remote(_) => &[],
+            };
+            if Self::coll_arrived(st, source, env, payload) {
+                return Ok(());
+            }
+        }
         match env.class {
             Class::P2p | Class::Collective => {
                 match st.posted.iter().position(|(_, m)| m.accepts(source, env)) {
