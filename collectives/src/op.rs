@@ -380,8 +380,8 @@ mod tests {
     #[test]
     fn unaligned_bytes_take_the_slow_path_with_the_same_result() {
         let c = Combiner::builtin::<u64>(ReduceOp::Sum).unwrap();
-        let mut acc = vec![0u8; 17];
-        let mut other = vec![0u8; 17];
+        let mut acc = [0u8; 17];
+        let mut other = [0u8; 17];
         acc[1..9].copy_from_slice(&5u64.to_ne_bytes());
         other[1..9].copy_from_slice(&7u64.to_ne_bytes());
         c.combine(&mut acc[1..9], &other[1..9], false);
