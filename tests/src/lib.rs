@@ -174,3 +174,19 @@ pub fn finish(world: &weft::World, name: &str, result: Check) -> std::process::E
         }
     }
 }
+
+/// `Ok` if `r` failed in `op` with a cause `ok` accepts (printing the
+/// error as expected); an error describing what happened otherwise.
+pub fn expect_cause(
+    r: weft::Result<impl std::fmt::Debug>,
+    op: &str,
+    ok: impl Fn(&weft::Cause) -> bool,
+) -> Check {
+    match r {
+        Err(e) if e.op == op && ok(&e.cause) => {
+            println!("expected error: {e}");
+            Ok(())
+        }
+        other => Err(format!("{op}: expected a specific error, got {other:?}")),
+    }
+}

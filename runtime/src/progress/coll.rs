@@ -13,6 +13,7 @@
 //! disagreement first tells every other member with such a notice, so the
 //! whole team fails instead of waiting.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use weft_collectives::exec::Run;
@@ -54,10 +55,12 @@ impl CollRun {
     }
 }
 
-/// A call that failed, and whether this PE still has to tell the team.
+/// A call that failed.
 struct Failure {
     ctx: u32,
     text: String,
+    /// Whether a member told this PE (so this PE need not tell the team).
+    told: bool,
 }
 
 /// The engine's collective state.
@@ -69,17 +72,36 @@ pub(crate) struct CollState {
     failed: Vec<Failure>,
     /// Non-blocking calls, advanced by every progress call.
     pub(crate) runs: Vec<Id>,
+    /// Calls this PE failed lately: messages and notices still arriving
+    /// for them are dropped.
+    abandoned: VecDeque<u32>,
+    /// Per team this PE entered a call of: the latest call's context.
+    latest: Vec<u32>,
+    /// Per team: the failure of a call this PE had finished, to report
+    /// after the team's current or next call.
+    deferred: Vec<(u32, String)>,
 }
+
+/// How many failed calls a PE remembers.
+const ABANDONED_KEPT: usize = 256;
 
 impl CollState {
     fn failure(&self, ctx: u32) -> Option<&Failure> {
         self.failed.iter().find(|f| f.ctx == ctx)
     }
 
-    fn fail(&mut self, ctx: u32, text: String) {
-        if self.failure(ctx).is_none() {
-            self.failed.push(Failure { ctx, text });
+    fn fail(&mut self, ctx: u32, text: String, told: bool) {
+        if self.failure(ctx).is_none() && !self.abandoned.contains(&ctx) {
+            self.failed.push(Failure { ctx, text, told });
         }
+    }
+
+    fn abandon(&mut self, ctx: u32) {
+        self.failed.retain(|f| f.ctx != ctx);
+        if self.abandoned.len() == ABANDONED_KEPT {
+            self.abandoned.pop_front();
+        }
+        self.abandoned.push_back(ctx);
     }
 }
 
@@ -173,42 +195,51 @@ fn describe(sig: &Signature) -> String {
 
 impl Engine {
     /// Enters a call: from now on, messages for it under another tag, and
-    /// notices about it, fail it. Also fails it at once if such a message
-    /// is already waiting, or if a member sent this PE a message for an
-    /// earlier call of the team that this PE had already finished.
+    /// notices about it, fail it. Fails it at once if such a message or
+    /// notice is already here.
     pub(crate) fn coll_enter(&self, st: &mut State, r: &CollRun) {
         st.coll.active.push((r.ctx, r.sig));
+        let team = r.team();
+        match st.coll.latest.iter_mut().find(|c| **c >> SEQ_BITS == team) {
+            Some(c) => *c = r.ctx,
+            None => st.coll.latest.push(r.ctx),
+        }
         let tag = r.sig.tag();
-        let (team, seq) = (r.team(), r.seq());
+        let mut strays = Vec::new();
         let mut found = None;
-        for u in &st.unexpected {
+        for (i, u) in st.unexpected.iter().enumerate() {
             if u.env.class != Class::Collective || u.env.ctx >> SEQ_BITS != team {
                 continue;
             }
-            let useq = u.env.ctx & SEQ_MASK;
-            if u.env.ctx == r.ctx && u.env.tag != tag && u.env.tag != RESERVED_TAG {
+            if u.env.ctx == r.ctx && u.env.tag != tag {
                 found = Some(format!(
-                    "PE {} called this collective (call {seq} of team {team}) differently \
+                    "PE {} called this collective (call {} of team {team}) differently \
                      from this PE, which called {}",
                     u.source,
+                    r.seq(),
                     describe(&r.sig)
                 ));
-                break;
+            } else if Self::finished(st, u.env.ctx) {
+                strays.push((i, u.source, u.env.ctx));
             }
-            let behind = seq.wrapping_sub(useq) & SEQ_MASK;
-            let live = st.coll.active.iter().any(|(c, _)| *c == u.env.ctx);
-            if behind != 0 && behind < SEQ_MASK / 2 && !live {
-                found = Some(format!(
-                    "PE {} sent a message for call {useq} of team {team}, which this PE had \
-                     already finished: the PEs called that collective differently",
-                    u.source
-                ));
-                break;
-            }
+        }
+        for &(i, source, ctx) in strays.iter().rev() {
+            st.unexpected.remove(i);
+            Self::coll_defer_stray(st, source, ctx);
         }
         if let Some(text) = found {
-            st.coll.fail(r.ctx, text);
+            st.coll.fail(r.ctx, text, false);
         }
+    }
+
+    /// Whether `ctx` is a call of its team that this PE has finished.
+    fn finished(st: &State, ctx: u32) -> bool {
+        let team = ctx >> SEQ_BITS;
+        let Some(&latest) = st.coll.latest.iter().find(|c| **c >> SEQ_BITS == team) else {
+            return false;
+        };
+        let behind = latest.wrapping_sub(ctx) & SEQ_MASK;
+        behind != 0 && behind < SEQ_MASK / 2 && !st.coll.active.iter().any(|(c, _)| *c == ctx)
     }
 
     /// Leaves a call (done, failed or cancelled).
@@ -217,18 +248,29 @@ impl Engine {
         st.coll.failed.retain(|f| f.ctx != ctx);
     }
 
-    /// Looks at a collective message as it arrives; `true` if it was a
-    /// notice, which goes no further.
+    /// Looks at a collective message as it arrives; `true` if it goes no
+    /// further (a notice, a stray, or a message for a call this PE failed).
     pub(super) fn coll_arrived(
         st: &mut State,
         source: usize,
         env: Envelope,
         payload: &[u8],
     ) -> bool {
+        if st.coll.abandoned.contains(&env.ctx) {
+            return true;
+        }
+        let finished = Self::finished(st, env.ctx);
         if env.tag == RESERVED_TAG {
-            let text = String::from_utf8_lossy(payload).into_owned();
-            st.coll
-                .fail(env.ctx, format!("PE {source} reported: {text}"));
+            let text = format!("PE {source} reported: {}", String::from_utf8_lossy(payload));
+            if finished {
+                Self::coll_defer(st, env.ctx, text);
+            } else {
+                st.coll.fail(env.ctx, text, true);
+            }
+            return true;
+        }
+        if finished {
+            Self::coll_defer_stray(st, source, env.ctx);
             return true;
         }
         if let Some((_, sig)) = st.coll.active.iter().find(|(c, _)| *c == env.ctx) {
@@ -240,10 +282,31 @@ impl Engine {
                     env.ctx >> SEQ_BITS,
                     describe(sig)
                 );
-                st.coll.fail(env.ctx, text);
+                st.coll.fail(env.ctx, text, false);
             }
         }
         false
+    }
+
+    /// A message arrived for a call this PE had finished: the sender called
+    /// it differently (a call takes every message its members send for it).
+    fn coll_defer_stray(st: &mut State, source: usize, ctx: u32) {
+        let text = format!(
+            "PE {source} sent a message for it after this PE had finished it: the PEs called \
+             it differently"
+        );
+        Self::coll_defer(st, ctx, text);
+    }
+
+    /// Keeps the news that finished call `ctx` failed elsewhere, for the
+    /// team's current or next call to report once it has completed (so
+    /// that the members still in that call are not left waiting).
+    fn coll_defer(st: &mut State, ctx: u32, text: String) {
+        let team = ctx >> SEQ_BITS;
+        if !st.coll.deferred.iter().any(|(t, _)| *t == team) {
+            let text = format!("call {} of team {team} failed: {text}", ctx & SEQ_MASK);
+            st.coll.deferred.push((team, text));
+        }
     }
 
     /// Moves a call along; `Ok(true)` once it is done. A failed call is
@@ -272,7 +335,11 @@ impl Engine {
             Ok(false) => Ok(false),
             Ok(true) => {
                 Self::coll_leave(st, r.ctx);
-                Ok(true)
+                let team = r.team();
+                match st.coll.deferred.iter().position(|(t, _)| *t == team) {
+                    Some(i) => Err(Cause::Mismatch(st.coll.deferred.swap_remove(i).1)),
+                    None => Ok(true),
+                }
             }
             Err(cause) => {
                 self.coll_abandon(st, r, &cause);
@@ -294,11 +361,12 @@ impl Engine {
             };
             r.run.cancel(&mut chan);
         }
-        let told = st
-            .coll
-            .failure(r.ctx)
-            .is_some_and(|f| f.text.starts_with("PE ") && f.text.contains(" reported: "));
+        let told = st.coll.failure(r.ctx).is_some_and(|f| f.told);
         Self::coll_leave(st, r.ctx);
+        st.coll.abandon(r.ctx);
+        let ctx = r.ctx;
+        st.unexpected
+            .retain(|u| !(u.env.class == Class::Collective && u.env.ctx == ctx));
         if told {
             return;
         }
@@ -306,7 +374,8 @@ impl Engine {
         self.coll_notify(st, &r.members, r.me, r.ctx, &text);
     }
 
-    /// Tells every other member that this PE failed call `ctx`.
+    /// Tells every other member that this PE failed call `ctx`, and
+    /// forgets the call.
     pub(crate) fn coll_notify(
         &self,
         st: &mut State,
@@ -315,6 +384,9 @@ impl Engine {
         ctx: u32,
         text: &str,
     ) {
+        if !st.coll.abandoned.contains(&ctx) {
+            st.coll.abandon(ctx);
+        }
         let env = Envelope {
             class: Class::Collective,
             ctx,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use weft::{Cause, Handler, Handlers, Source, Tag, World};
 use weft_tests::rng::Rng;
-use weft_tests::{ensure, finish, w, Check};
+use weft_tests::{ensure, expect_cause, finish, w, Check};
 
 /// The byte at `i` of a message identified by `id`.
 fn pattern(id: u64, i: usize) -> u8 {
@@ -598,20 +598,6 @@ fn truncate(world: &World) -> Check {
         }
     }
     Ok(())
-}
-
-fn expect_cause(
-    r: weft::Result<impl std::fmt::Debug>,
-    op: &str,
-    ok: impl Fn(&Cause) -> bool,
-) -> Check {
-    match r {
-        Err(e) if e.op == op && ok(&e.cause) => {
-            println!("expected error: {e}");
-            Ok(())
-        }
-        other => Err(format!("{op}: expected a specific error, got {other:?}")),
-    }
 }
 
 /// Bad PEs, tags and handlers are errors naming the operation.

@@ -1,0 +1,442 @@
+//! Collective test programs: `weft-coll SCENARIO` runs one scenario of
+//! collectives on the world and on teams split from it, checks every
+//! result against what it computes locally and exits non-zero on any wrong
+//! answer.
+
+use std::process::ExitCode;
+
+use weft::{Cause, Collective, ReduceOp, Team, UserOp, World};
+use weft_tests::{ensure, expect_cause, finish, w, Check};
+
+fn main() -> ExitCode {
+    let scenario = std::env::args().nth(1).unwrap_or_default();
+    let world = match weft::init() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match scenario.as_str() {
+        "all" => all(&world),
+        "nonblocking" => nonblocking(&world),
+        "concurrent" => concurrent(&world),
+        "mismatch-count" => mismatch_count(&world),
+        "mismatch-root" => mismatch_root(&world),
+        "bad-root" => bad_root(&world),
+        "die" => die(&world),
+        other => Err(format!("unknown scenario {other:?}")),
+    };
+    finish(&world, &scenario, result)
+}
+
+/// Element `i` of member `m`'s data in test number `t`.
+fn value(t: u64, m: usize, i: usize) -> u64 {
+    (m as u64 + 1)
+        .wrapping_mul(1_000_003)
+        .wrapping_add(i as u64 * 7)
+        .wrapping_add(t * 13)
+}
+
+fn data(t: u64, m: usize, n: usize) -> Vec<u64> {
+    (0..n).map(|i| value(t, m, i)).collect()
+}
+
+/// The teams this PE tests on: the world, a duplicate, halves by parity
+/// (ordered backwards), the even members by a strided split, and the
+/// first member alone.
+fn teams<'w>(world: &'w World) -> weft::Result<Vec<(String, Team<'w>)>> {
+    let (me, n) = (world.rank(), world.size());
+    let t = world.team();
+    let mut v = vec![("world".to_string(), t.clone())];
+    v.push(("dup".into(), t.dup()?));
+    if let Some(half) = t.split(Some((me % 2) as u32), -(me as i64))? {
+        v.push((format!("parity {}", me % 2), half));
+    }
+    if let Some(even) = t.split_strided(0, 2, n.div_ceil(2))? {
+        v.push(("even".into(), even));
+    }
+    let alone = t.split((me == 0).then_some(7), 0)?;
+    if let Some(a) = alone {
+        v.push(("alone".into(), a));
+    }
+    Ok(v)
+}
+
+fn all(world: &World) -> Check {
+    let me = world.rank();
+    let n = world.size();
+    let teams = w(teams(world))?;
+    for (name, team) in &teams {
+        let expect_size = match name.as_str() {
+            "world" | "dup" => n,
+            "even" => n.div_ceil(2),
+            "alone" => 1,
+            _ => (n + 1 - me % 2) / 2,
+        };
+        ensure(team.size() == expect_size, || {
+            format!("team {name} has {} members", team.size())
+        })?;
+        ensure(team.members()[team.rank()] == me, || {
+            format!("team {name}: member {} is not this PE", team.rank())
+        })?;
+        if name.starts_with("parity") {
+            let mut sorted = team.members().to_vec();
+            sorted.reverse();
+            ensure(sorted.windows(2).all(|p| p[0] < p[1]), || {
+                format!("team {name} is not ordered by key: {:?}", team.members())
+            })?;
+        }
+        check_team(name, team).map_err(|e| format!("team {name}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Counts: empty, tiny, small, above the eager limit, and large enough
+/// for the bandwidth algorithms.
+const COUNTS: [usize; 5] = [0, 1, 7, 1000, 70_000];
+
+fn check_team(name: &str, team: &Team<'_>) -> Check {
+    let (r, p) = (team.rank(), team.size());
+    let ctx = |what: &str, c: usize| format!("{what} of {c} elements on team {name}");
+    w(team.barrier())?;
+    for (t, &c) in COUNTS.iter().enumerate() {
+        let t = t as u64;
+        for root in [0, p - 1] {
+            let mut d = if r == root {
+                data(t, root, c)
+            } else {
+                vec![0; c]
+            };
+            w(team.broadcast(root, &mut d))?;
+            ensure(d == data(t, root, c), || ctx("broadcast", c))?;
+
+            let mut d = data(t, r, c);
+            w(team.reduce(root, &mut d, ReduceOp::Sum))?;
+            let want = if r == root {
+                sum_of(t, p, c)
+            } else {
+                data(t, r, c)
+            };
+            ensure(d == want, || ctx("reduce", c))?;
+
+            let block = data(t, r, c);
+            let mut out = vec![0u64; if r == root { p * c } else { 0 }];
+            w(team.gather(root, &block, &mut out))?;
+            if r == root {
+                ensure(
+                    out == (0..p).flat_map(|m| data(t, m, c)).collect::<Vec<_>>(),
+                    || ctx("gather", c),
+                )?;
+            }
+
+            let all: Vec<u64> = if r == root {
+                (0..p).flat_map(|m| data(t + 100, m, c)).collect()
+            } else {
+                vec![]
+            };
+            let mut block = vec![0u64; c];
+            w(team.scatter(root, &all, &mut block))?;
+            ensure(block == data(t + 100, r, c), || ctx("scatter", c))?;
+        }
+        let mut d = data(t, r, c);
+        w(team.allreduce(&mut d, ReduceOp::Sum))?;
+        ensure(d == sum_of(t, p, c), || ctx("allreduce", c))?;
+
+        let mut out = vec![0u64; p * c];
+        w(team.allgather(&data(t, r, c), &mut out))?;
+        ensure(
+            out == (0..p).flat_map(|m| data(t, m, c)).collect::<Vec<_>>(),
+            || ctx("allgather", c),
+        )?;
+
+        // Member m sends block j = value(t, m * p + j, ..).
+        let send: Vec<u64> = (0..p).flat_map(|j| data(t, r * p + j, c)).collect();
+        let mut out = vec![0u64; p * c];
+        w(team.alltoall(&send, &mut out))?;
+        ensure(
+            out == (0..p)
+                .flat_map(|m| data(t, m * p + r, c))
+                .collect::<Vec<_>>(),
+            || ctx("alltoall", c),
+        )?;
+
+        let whole: Vec<u64> = (0..p).flat_map(|j| data(t, r * p + j, c)).collect();
+        let mut block = vec![0u64; c];
+        w(team.reduce_scatter(&whole, &mut block, ReduceOp::Sum))?;
+        let want: Vec<u64> = (0..c)
+            .map(|i| (0..p).fold(0u64, |a, m| a.wrapping_add(value(t, m * p + r, i))))
+            .collect();
+        ensure(block == want, || ctx("reduce_scatter", c))?;
+
+        let mut d = data(t, r, c);
+        w(team.scan(&mut d, ReduceOp::Sum))?;
+        ensure(d == sum_of(t, r + 1, c), || ctx("scan", c))?;
+
+        let mut d = data(t, r, c);
+        w(team.exscan(&mut d, ReduceOp::Sum))?;
+        let want = if r == 0 {
+            data(t, 0, c)
+        } else {
+            sum_of(t, r, c)
+        };
+        ensure(d == want, || ctx("exscan", c))?;
+    }
+    every_op(team, |v| v as i8)?;
+    every_op(team, |v| v as u16)?;
+    every_op(team, |v| v)?;
+    every_op(team, i64::from)?;
+    every_op(team, |v| v as u128)?;
+    every_op(team, |v| v as usize)?;
+    every_op(team, |v| v as f32)?;
+    every_op(team, f64::from)?;
+    matrices(team)
+}
+
+/// Member-wise sum of members `0..k`'s data.
+fn sum_of(t: u64, k: usize, c: usize) -> Vec<u64> {
+    (0..c)
+        .map(|i| (0..k).fold(0u64, |a, m| a.wrapping_add(value(t, m, i))))
+        .collect()
+}
+
+/// Every built-in operation that applies to `T`, on values that every
+/// order of combination gives exactly, against a local fold.
+fn every_op<T>(team: &Team<'_>, from: impl Fn(i32) -> T) -> Check
+where
+    T: weft::Element + PartialEq + std::fmt::Debug,
+{
+    let (r, p) = (team.rank(), team.size());
+    for op in ReduceOp::ALL {
+        if T::KIND.is_float() && !op.applies_to_floats() {
+            let mut d = [from(1)];
+            expect_cause(team.allreduce(&mut d, op), "allreduce", |c| {
+                matches!(c, Cause::Invalid(_))
+            })?;
+            continue;
+        }
+        let gen = |m: usize, i: usize| {
+            from(match op {
+                ReduceOp::Prod => [1, 2, 1, -1][(m + i) % 4],
+                _ => ((m * 31 + i * 7 + 1) % 50) as i32,
+            })
+        };
+        let mut d: Vec<T> = (0..9).map(|i| gen(r, i)).collect();
+        w(team.allreduce(&mut d, op))?;
+        let want: Vec<T> = (0..9)
+            .map(|i| {
+                let mut acc = [gen(0, i)];
+                for m in 1..p {
+                    fold_one(op, &mut acc, gen(m, i));
+                }
+                acc[0]
+            })
+            .collect();
+        ensure(d == want, || {
+            format!("allreduce {op} on {:?}: {d:?}, want {want:?}", T::KIND)
+        })?;
+    }
+    Ok(())
+}
+
+/// `acc = acc op v`, computed the way a single PE would.
+fn fold_one<T: weft::Element>(op: ReduceOp, acc: &mut [T; 1], v: T) {
+    let c = weft_collectives::op::Combiner::builtin::<T>(op).expect("op applies");
+    c.combine(
+        bytemuck::cast_slice_mut(acc),
+        bytemuck::cast_slice(&[v]),
+        false,
+    );
+}
+
+type Mat = [u64; 4];
+
+fn matmul(a: &Mat, b: &Mat) -> Mat {
+    let m = |x: u64, y: u64| x.wrapping_mul(y);
+    [
+        m(a[0], b[0]).wrapping_add(m(a[1], b[2])),
+        m(a[0], b[1]).wrapping_add(m(a[1], b[3])),
+        m(a[2], b[0]).wrapping_add(m(a[3], b[2])),
+        m(a[2], b[1]).wrapping_add(m(a[3], b[3])),
+    ]
+}
+
+/// A non-commutative user operation combines in member order.
+fn matrices(team: &Team<'_>) -> Check {
+    let (r, p) = (team.rank(), team.size());
+    let op = UserOp::new(false, matmul);
+    let mat = |m: usize, i: usize| -> Mat { [1, (m + i) as u64 % 5, (m * 3) as u64 % 7, 2] };
+    let mut d: Vec<Mat> = (0..3).map(|i| mat(r, i)).collect();
+    let forced = team.world().config().algorithm_for(Collective::Allreduce);
+    if forced.is_some_and(|a| a.needs_commutative()) {
+        // The forced algorithm cannot combine in member order.
+        return expect_cause(team.allreduce(&mut d, &op), "allreduce", |c| {
+            matches!(c, Cause::Config { .. })
+        });
+    }
+    w(team.allreduce(&mut d, &op))?;
+    let prefix = |k: usize| -> Vec<Mat> {
+        (0..3)
+            .map(|i| (1..k).fold(mat(0, i), |a, m| matmul(&a, &mat(m, i))))
+            .collect()
+    };
+    ensure(d == prefix(p), || "allreduce of a user operation".into())?;
+    let mut d: Vec<Mat> = (0..3).map(|i| mat(r, i)).collect();
+    w(team.scan(&mut d, &op))?;
+    ensure(d == prefix(r + 1), || "scan of a user operation".into())
+}
+
+/// Non-blocking collectives on three teams at once, completed in an order
+/// other than the one they were started in, with blocking collectives on
+/// a fourth team in between.
+fn nonblocking(world: &World) -> Check {
+    let me = world.rank();
+    let t = world.team();
+    let (a, b, c) = (w(t.dup())?, w(t.dup())?, w(t.dup())?);
+    let p = t.size();
+    for round in 0..50u64 {
+        let count = [1, 10, 5000][round as usize % 3];
+        let mut sum = data(round, me, count);
+        let mut bcast = if me == 0 {
+            data(round + 1, 0, count)
+        } else {
+            vec![0; count]
+        };
+        let mut gathered = vec![0u64; p * count];
+        let block = data(round + 2, me, count);
+        w(world.scope(|s| {
+            let r1 = s.iallreduce(&a, &mut sum, ReduceOp::Sum)?;
+            let r2 = s.ibroadcast(&b, 0, &mut bcast)?;
+            let r3 = s.iallgather(&c, &block, &mut gathered)?;
+            let r4 = s.ibarrier(&a)?;
+            t.barrier()?;
+            let mut x = [me as u32];
+            t.allreduce(&mut x, ReduceOp::Max)?;
+            r3.wait()?;
+            while r2.test()?.is_none() {
+                world.progress()?;
+            }
+            s.wait_all(vec![r4, r1])?;
+            Ok(())
+        }))?;
+        ensure(sum == sum_of(round, p, count), || {
+            format!("iallreduce {round}")
+        })?;
+        ensure(bcast == data(round + 1, 0, count), || {
+            format!("ibroadcast {round}")
+        })?;
+        let want: Vec<u64> = (0..p).flat_map(|m| data(round + 2, m, count)).collect();
+        ensure(gathered == want, || format!("iallgather {round}"))?;
+    }
+    Ok(())
+}
+
+/// Two threads run collectives on two teams at the same time.
+fn concurrent(world: &World) -> Check {
+    let me = world.rank();
+    let p = world.size();
+    let t = world.team();
+    let teams = [w(t.dup())?, w(t.dup())?];
+    std::thread::scope(|s| {
+        let handles: Vec<_> = teams
+            .iter()
+            .enumerate()
+            .map(|(k, team)| {
+                s.spawn(move || -> Check {
+                    for round in 0..200u64 {
+                        let tag = round * 2 + k as u64;
+                        let c = 1 + (round as usize % 4) * 700;
+                        let mut d = data(tag, me, c);
+                        w(team.allreduce(&mut d, ReduceOp::Sum))?;
+                        ensure(d == sum_of(tag, p, c), || {
+                            format!("thread {k} round {round}")
+                        })?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("thread runs"))
+    })
+}
+
+fn mismatch(c: &Cause) -> bool {
+    matches!(c, Cause::Mismatch(_))
+}
+
+/// The last PE passes one element more to allreduce: every PE fails,
+/// naming a PE it disagrees with, and the job goes on.
+fn mismatch_count(world: &World) -> Check {
+    let (me, n) = (world.rank(), world.size());
+    let t = world.team();
+    let count = if me == n - 1 { 4 } else { 3 };
+    let mut d = vec![1u64; count];
+    expect_cause(t.allreduce(&mut d, ReduceOp::Sum), "allreduce", mismatch)?;
+    // The team still works afterwards.
+    let mut d = [1u64];
+    w(t.allreduce(&mut d, ReduceOp::Sum))?;
+    ensure(d[0] == n as u64, || format!("allreduce after: {}", d[0]))
+}
+
+/// The last PE names another root: every PE fails, in the broadcast or
+/// at the latest in the call after the one in which the news reaches it.
+fn mismatch_root(world: &World) -> Check {
+    let (me, n) = (world.rank(), world.size());
+    let t = world.team();
+    let root = if me == n - 1 { 1 } else { 0 };
+    let mut d = [me as u64; 4];
+    let mut x = [1u64];
+    let calls = [
+        t.broadcast(root, &mut d),
+        t.barrier(),
+        t.allreduce(&mut x, ReduceOp::Sum),
+    ];
+    let failed: Vec<&weft::Error> = calls.iter().filter_map(|r| r.as_ref().err()).collect();
+    ensure(!failed.is_empty(), || {
+        "no error in the broadcast or the two calls after it".into()
+    })?;
+    for e in failed {
+        ensure(mismatch(&e.cause), || {
+            format!("expected a mismatch, got {e}")
+        })?;
+        println!("expected error: {e}");
+    }
+    let mut d = [1u64];
+    w(t.allreduce(&mut d, ReduceOp::Sum))?;
+    ensure(d[0] == n as u64, || format!("allreduce after: {}", d[0]))
+}
+
+/// A root outside the team is an error on every PE.
+fn bad_root(world: &World) -> Check {
+    let t = world.team();
+    let n = t.size();
+    let mut d = [0u8; 4];
+    let invalid = |c: &Cause| matches!(c, Cause::Invalid(_));
+    expect_cause(t.broadcast(n, &mut d), "broadcast", invalid)?;
+    expect_cause(t.reduce(n + 3, &mut d, ReduceOp::Sum), "reduce", invalid)?;
+    let mut out = vec![0u8; n * 4];
+    expect_cause(t.allgather(&d, &mut out[1..]), "allgather", invalid)?;
+    w(t.barrier())
+}
+
+/// The last PE exits instead of joining an allreduce: every other PE gets
+/// an error naming it.
+fn die(world: &World) -> Check {
+    let (me, n) = (world.rank(), world.size());
+    w(world.barrier_all())?;
+    if me == n - 1 {
+        std::process::exit(0);
+    }
+    let mut d = [1u64; 16];
+    let gone = format!("PE {} has exited", n - 1);
+    expect_cause(
+        world.team().allreduce(&mut d, ReduceOp::Sum),
+        "allreduce",
+        |c| c.to_string().contains(&gone),
+    )?;
+    // Leave without finalizing: the job is broken.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    std::process::exit(0);
+}

@@ -1,0 +1,103 @@
+//! Collectives through weftrun with 1 to 4 ranks (4 oversubscribe a
+//! 2-core machine), on the world and on teams split from it: every
+//! collective and element type, every algorithm (forced through
+//! `WEFT_COLL_<OPERATION>`), non-blocking and concurrent calls, and the
+//! failures: disagreeing counts and roots, an invalid root, a rank that
+//! dies inside a collective.
+
+use weft_tests::{binary, run, scenario};
+
+fn coll(args: &[&str], n: usize, env: &[(&str, &str)]) -> weft_tests::Job {
+    scenario("weft-coll", args, n, env)
+}
+
+/// Every algorithm of every collective: the `k`-th of each collective's
+/// algorithms (its last when it has fewer).
+fn forced(k: usize) -> Vec<(String, String)> {
+    use weft::Collective;
+    Collective::ALL
+        .into_iter()
+        .map(|c| {
+            let algs = c.algorithms();
+            let a = algs[k.min(algs.len() - 1)];
+            let var = weft::config::collective_variable(c).to_string();
+            (var, a.name().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn every_collective_and_type_on_every_team() {
+    for n in 1..=4 {
+        coll(&["all"], n, &[]);
+    }
+    for env in [
+        &[("WEFT_EAGER_LIMIT", "0")][..],
+        &[("WEFT_SINGLE_COPY", "off")],
+        &[("WEFT_PROGRESS_THREAD", "1")],
+    ] {
+        coll(&["all"], 3, env);
+    }
+}
+
+#[test]
+fn every_algorithm_forced_by_its_variable() {
+    for k in 0..3 {
+        let vars = forced(k);
+        let env: Vec<(&str, &str)> = vars.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        for n in [3, 4] {
+            coll(&["all"], n, &env);
+        }
+    }
+}
+
+#[test]
+fn nonblocking_collectives_on_several_teams_at_once() {
+    for n in 1..=4 {
+        coll(&["nonblocking"], n, &[]);
+    }
+    coll(&["nonblocking"], 3, &[("WEFT_PROGRESS_THREAD", "1")]);
+}
+
+#[test]
+fn teams_used_from_two_threads_do_not_interfere() {
+    for n in [2, 4] {
+        coll(&["concurrent"], n, &[]);
+    }
+    coll(&["concurrent"], 3, &[("WEFT_PROGRESS_THREAD", "1")]);
+}
+
+#[test]
+fn disagreeing_counts_and_roots_are_errors_on_every_pe() {
+    for n in 2..=4 {
+        let job = coll(&["mismatch-count"], n, &[]);
+        assert!(job.stdout.contains("PEs disagree"), "{}", job.stdout);
+        let job = coll(&["mismatch-root"], n, &[]);
+        assert!(job.stdout.contains("PEs disagree"), "{}", job.stdout);
+        coll(&["bad-root"], n, &[]);
+    }
+}
+
+#[test]
+fn a_rank_dying_inside_a_collective_is_named() {
+    for n in 2..=4 {
+        let job = run(
+            &[
+                "-n",
+                &n.to_string(),
+                &binary("weft-coll").to_string_lossy(),
+                "die",
+            ],
+            &[],
+            "",
+        );
+        let out = format!("{}{}", job.stdout, job.stderr);
+        for r in 0..n - 1 {
+            let line = format!("expected error: rank {r}: allreduce: ");
+            let named = out
+                .lines()
+                .any(|l| l.starts_with(&line) && l.contains(&format!("PE {} has exited", n - 1)));
+            assert!(named, "rank {r} did not name PE {}:\n{out}", n - 1);
+        }
+    }
+}
