@@ -1,8 +1,9 @@
 //! Which algorithm runs a collective: a rule by team size and message
 //! size, which `WEFT_COLL_<OPERATION>=<algorithm>` overrides in the
-//! runtime. The rule's thresholds come from the LogGP model in
-//! [`crate::model`]; a test checks that, everywhere on the model's grid,
-//! the rule's choice is within 10% of the best algorithm modelled.
+//! runtime. The rule counts each candidate's steps and bytes on its
+//! critical path with two ratios of the network ([`Network`]); a test
+//! checks that, everywhere on the grid of [`crate::model`], the rule's
+//! choice is within 10% of the best algorithm the full LogGP model finds.
 
 use std::fmt;
 use std::str::FromStr;
@@ -206,72 +207,130 @@ impl Call {
     }
 }
 
-/// The algorithm the rule picks for `call`.
+/// What the selection rule knows of the network: how many bytes a link
+/// moves in the time one message step costs (`alpha / beta`), and how
+/// many it moves in the time one byte is combined (`gamma / beta`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Network {
+    /// Bytes per message step.
+    pub step_bytes: f64,
+    /// Combining one byte, in bytes moved.
+    pub combine: f64,
+}
+
+impl Network {
+    /// The ratios of a LogGP parameter set.
+    pub fn of(m: &crate::model::LogGP) -> Network {
+        Network {
+            step_bytes: (m.l + 2.0 * m.o) / m.big_g,
+            combine: m.gamma / m.big_g,
+        }
+    }
+}
+
+/// The algorithm the rule picks for `call` on `net`: each candidate's
+/// cost counted in bytes moved, `steps * step_bytes + bytes (+ combined
+/// bytes * combine)`, critical path only, the cheapest taken; operations
+/// that are not commutative only get algorithms that combine in member
+/// order. The steps and bytes are those of the algorithms' descriptions,
+/// with the fold of team sizes that are not powers of two.
 ///
 /// ```
-/// use weft_collectives::select::{choose, Call};
+/// use weft_collectives::model::LogGP;
+/// use weft_collectives::select::{choose, Call, Network};
 /// use weft_collectives::{Algorithm, Collective};
 /// let call = Call { collective: Collective::Allreduce, rank: 0, p: 4, root: 0,
 ///                   count: 1, elem: 8, commutative: true };
-/// assert_eq!(choose(&call), Algorithm::RecursiveDoubling);
+/// let net = Network::of(&LogGP::CLUSTER);
+/// assert_eq!(choose(&call, &net), Algorithm::RecursiveDoubling);
 /// ```
-pub fn choose(call: &Call) -> Algorithm {
+pub fn choose(call: &Call, net: &Network) -> Algorithm {
     use Algorithm::*;
-    let (p, n, comm) = (call.p, call.bytes(), call.commutative);
-    let pow2 = p.is_power_of_two();
+    let (p, n, comm) = (call.p, call.bytes() as f64, call.commutative);
+    if p <= 1 {
+        let applies = |a: &&Algorithm| comm || !a.needs_commutative();
+        return *call
+            .collective
+            .algorithms()
+            .iter()
+            .find(applies)
+            .expect("every collective has an algorithm for every operation");
+    }
+    let (a, k) = (net.step_bytes, net.combine);
+    let pf = p as f64;
+    // Steps of a tree, and of the power-of-two part of a fold.
+    let lg = f64::from(p.next_power_of_two().trailing_zeros());
+    let l2 = f64::from(usize::BITS - 1 - p.leading_zeros());
+    let fold = if p.is_power_of_two() { 0.0 } else { 1.0 };
+    let cheaper = |x: (Algorithm, f64), y: (Algorithm, f64)| if y.1 < x.1 { y } else { x };
+    let share = (pf - 1.0) / pf;
     match call.collective {
         Collective::Barrier => Dissemination,
+        Collective::Gather | Collective::Scatter => Binomial,
+        Collective::Scan | Collective::Exscan => RecursiveDoubling,
         Collective::Broadcast => {
-            if n < 16 * 1024 || p <= 2 || n < 256 * p {
-                Binomial
-            } else {
-                ScatterAllgather
-            }
+            let bin = (Binomial, lg * (a + n));
+            let sa = (ScatterAllgather, (lg + pf - 1.0) * a + 2.0 * share * n);
+            cheaper(bin, sa).0
         }
         Collective::Reduce => {
-            if !comm || n < 8 * 1024 || p <= 2 || n < 64 * p {
-                Binomial
-            } else {
-                ScatterGather
+            let bin = (Binomial, lg * (a + n * (1.0 + k)));
+            if !comm {
+                return Binomial;
             }
+            let sg = (
+                ScatterGather,
+                fold * (a + n * (1.0 + k)) + 2.0 * l2 * a + share * n * (2.0 + k),
+            );
+            cheaper(bin, sg).0
         }
         Collective::Allreduce => {
-            if !comm || n < 4 * 1024 || n < 64 * p {
-                RecursiveDoubling
-            } else if !pow2 && p <= 8 && n >= 256 * 1024 {
-                Ring
-            } else {
-                Rabenseifner
+            let folded = fold * (2.0 * a + n * (2.0 + k));
+            let rd = (RecursiveDoubling, folded + l2 * (a + n * (1.0 + k)));
+            if !comm {
+                return RecursiveDoubling;
             }
+            let ring = (Ring, 2.0 * (pf - 1.0) * a + share * n * (2.0 + k));
+            let rab = (Rabenseifner, folded + 2.0 * l2 * a + share * n * (2.0 + k));
+            cheaper(cheaper(rd, rab), ring).0
         }
         Collective::Allgather => {
-            let total = n * p;
-            if total < 64 * 1024 && pow2 {
-                RecursiveDoubling
-            } else if total < 256 * 1024 || p >= 64 && n < 4096 {
-                Bruck
-            } else {
+            let ring = (Ring, (pf - 1.0) * (a + n));
+            let rd = (
+                RecursiveDoubling,
+                fold * (2.0 * a + (pf + 1.0) * n) + l2 * a + (pf - 1.0) * n,
+            );
+            let bruck = (Bruck, lg * a + (pf - 1.0) * n);
+            // Within a tenth of the cheapest, the ring: no rotation copy
+            // and only neighbours talking.
+            let best = cheaper(cheaper(rd, bruck), ring);
+            if ring.1 <= 1.05 * best.1 {
                 Ring
+            } else {
+                best.0
             }
         }
         Collective::Alltoall => {
-            if n <= 256 && p >= 8 {
-                Bruck
-            } else {
-                Pairwise
-            }
+            let pairwise = (Pairwise, (pf - 1.0) * (a + n));
+            let bruck = (Bruck, lg * (a + (pf / 2.0).ceil() * n));
+            cheaper(pairwise, bruck).0
         }
-        Collective::Gather | Collective::Scatter => Binomial,
         Collective::ReduceScatter => {
+            let total = pf * n;
+            let pick = (
+                AllreducePick,
+                fold * (2.0 * a + total * (2.0 + k)) + l2 * (a + total * (1.0 + k)),
+            );
             if !comm {
-                AllreducePick
-            } else if !pow2 && p <= 8 && n * p >= 256 * 1024 {
-                Ring
-            } else {
-                RecursiveHalving
+                return AllreducePick;
             }
+            let ring = (Ring, (pf - 1.0) * (a + n * (1.0 + k)));
+            let halving = (
+                RecursiveHalving,
+                fold * (2.0 * a + total * (1.0 + k) + n) + l2 * a + share * total * (1.0 + k),
+            );
+            cheaper(cheaper(halving, ring), pick).0
         }
-        Collective::Scan | Collective::Exscan => RecursiveDoubling,
     }
 }
 

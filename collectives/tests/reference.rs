@@ -5,8 +5,9 @@
 
 use std::sync::Arc;
 
+use weft_collectives::model::LogGP;
 use weft_collectives::op::{Combiner, Element, ReduceOp};
-use weft_collectives::select::{build, choose, Call};
+use weft_collectives::select::{build, choose, Call, Network};
 use weft_collectives::sim::{self, Member};
 use weft_collectives::{Algorithm, Collective};
 
@@ -232,7 +233,7 @@ fn a_non_commutative_operation_is_combined_in_member_order() {
                     commutative: false,
                     ..call(c, p, root, 3, 16)
                 };
-                let a = choose(&template);
+                let a = choose(&template, &Network::of(&LogGP::CLUSTER));
                 assert!(!a.needs_commutative(), "{c}: chose {a}");
                 for &a in c.algorithms().iter().filter(|a| !a.needs_commutative()) {
                     check(template, a, Some(&op), &gen);

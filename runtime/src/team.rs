@@ -17,14 +17,15 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use bytemuck::Pod;
 use parking_lot::Mutex;
 use weft_collectives::exec::Run;
+use weft_collectives::model::LogGP;
 use weft_collectives::op::{Combiner, Element, ReduceOp};
 use weft_collectives::schedule::Schedule;
-use weft_collectives::select::{self, Call};
+use weft_collectives::select::{self, Call, Network};
 use weft_collectives::{Algorithm, Collective, Signature};
 
 use crate::config::collective_variable;
@@ -54,6 +55,10 @@ impl TeamIds {
         self.used.map(|w| !w)
     }
 }
+
+/// The network the selection rule assumes: every PE of a job reaches every
+/// other through shared memory.
+static ON_NODE: LazyLock<Network> = LazyLock::new(|| Network::of(&LogGP::SHARED_MEMORY));
 
 /// Cached schedules per team, dropped wholesale when full.
 const CACHE_LIMIT: usize = 256;
@@ -264,7 +269,7 @@ impl<'w> Team<'w> {
             };
             let (algorithm, forced) = match w.config().algorithm_for(a.collective) {
                 Some(f) => (f, true),
-                None => (select::choose(&call), false),
+                None => (select::choose(&call, &ON_NODE), false),
             };
             let schedule = self.inner.schedule(call, algorithm).map_err(|e| {
                 if forced {
