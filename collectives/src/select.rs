@@ -264,6 +264,9 @@ pub fn choose(call: &Call, net: &Network) -> Algorithm {
     let fold = if p.is_power_of_two() { 0.0 } else { 1.0 };
     let cheaper = |x: (Algorithm, f64), y: (Algorithm, f64)| if y.1 < x.1 { y } else { x };
     let share = (pf - 1.0) / pf;
+    // The same share within the power-of-two part of a fold.
+    let p2 = 2f64.powf(l2);
+    let share2 = (p2 - 1.0) / p2;
     match call.collective {
         Collective::Barrier => Dissemination,
         Collective::Gather | Collective::Scatter => Binomial,
@@ -280,7 +283,7 @@ pub fn choose(call: &Call, net: &Network) -> Algorithm {
             }
             let sg = (
                 ScatterGather,
-                fold * (a + n * (1.0 + k)) + 2.0 * l2 * a + share * n * (2.0 + k),
+                fold * (a + n * (1.0 + k)) + 2.0 * l2 * a + share2 * n * (2.0 + k),
             );
             cheaper(bin, sg).0
         }
@@ -291,7 +294,7 @@ pub fn choose(call: &Call, net: &Network) -> Algorithm {
                 return RecursiveDoubling;
             }
             let ring = (Ring, 2.0 * (pf - 1.0) * a + share * n * (2.0 + k));
-            let rab = (Rabenseifner, folded + 2.0 * l2 * a + share * n * (2.0 + k));
+            let rab = (Rabenseifner, folded + 2.0 * l2 * a + share2 * n * (2.0 + k));
             cheaper(cheaper(rd, rab), ring).0
         }
         Collective::Allgather => {
@@ -327,7 +330,7 @@ pub fn choose(call: &Call, net: &Network) -> Algorithm {
             let ring = (Ring, (pf - 1.0) * (a + n * (1.0 + k)));
             let halving = (
                 RecursiveHalving,
-                fold * (2.0 * a + total * (1.0 + k) + n) + l2 * a + share * total * (1.0 + k),
+                fold * (2.0 * a + total * (1.0 + k) + n) + l2 * a + share2 * total * (1.0 + k),
             );
             cheaper(cheaper(halving, ring), pick).0
         }
