@@ -42,8 +42,9 @@ impl<P> Run<P> {
     /// `combiner` where the schedule reduces. Every message of the run
     /// carries `tag`. Messages between two members are matched in the
     /// order they are sent, so one tag serves a whole collective; a tag
-    /// that describes the call (see [`crate::Signature`]) keeps members
-    /// that called the collective differently from matching each other.
+    /// that includes a digest of the call (see [`crate::Signature`]) keeps
+    /// members that called the collective differently from matching each
+    /// other.
     ///
     /// # Safety
     /// `input` must be readable for `schedule.input_len` bytes and

@@ -129,9 +129,9 @@ impl<E: std::fmt::Display> std::fmt::Display for Error<E> {
 impl<E: std::fmt::Debug + std::fmt::Display> std::error::Error for Error<E> {}
 
 /// What a member passed to a collective call; members that pass different
-/// signatures to the same call disagree. Its [`Signature::tag`] tags every
-/// message of the call, so that disagreeing members never take each
-/// other's messages for their own.
+/// signatures to the same call disagree. Its [`Signature::digest`] goes
+/// into every message of the call, so that disagreeing members never take
+/// each other's messages for their own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Signature {
     /// Which collective.
@@ -146,19 +146,21 @@ pub struct Signature {
     pub op: u32,
 }
 
-/// The tag no signature has; the runtime uses it for notices about a call.
-pub const RESERVED_TAG: u32 = u32::MAX;
+/// The digest no signature has; the runtime marks notices about a call
+/// with it.
+pub const RESERVED_DIGEST: u16 = u16::MAX;
 
 impl Signature {
-    /// A 32-bit digest of the signature (FNV-1a), never [`RESERVED_TAG`].
+    /// A 16-bit digest of the signature (FNV-1a, folded), never
+    /// [`RESERVED_DIGEST`].
     ///
     /// ```
     /// use weft_collectives::{Collective, Signature};
     /// let s = Signature { collective: Collective::Broadcast, root: 0, bytes: 8, elem: 8, op: 0 };
     /// let t = Signature { root: 1, ..s };
-    /// assert_ne!(s.tag(), t.tag());
+    /// assert_ne!(s.digest(), t.digest());
     /// ```
-    pub fn tag(&self) -> u32 {
+    pub fn digest(&self) -> u16 {
         let words = [
             self.collective as u64,
             self.root as u64,
@@ -170,10 +172,6 @@ impl Signature {
         for b in words.iter().flat_map(|w| w.to_le_bytes()) {
             h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
         }
-        if h == RESERVED_TAG {
-            0
-        } else {
-            h
-        }
+        ((h >> 16 ^ h) & 0xffff) as u16 % RESERVED_DIGEST
     }
 }

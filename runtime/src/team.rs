@@ -31,12 +31,12 @@ use weft_collectives::{Algorithm, Collective, Signature};
 use crate::config::collective_variable;
 use crate::error::{Cause, Result};
 use crate::p2p::{Request, Scope};
-use crate::progress::coll::{CollRun, SEQ_BITS, SEQ_MASK};
+use crate::progress::coll::{CallId, CollRun, CTX_SEQ_BITS, SEQ_MASK};
 use crate::progress::Watch;
 use crate::World;
 
 /// Number of team ids (the world's is 0).
-const TEAM_IDS: usize = 1 << (24 - SEQ_BITS);
+const TEAM_IDS: usize = 1 << (24 - CTX_SEQ_BITS);
 const ID_WORDS: usize = TEAM_IDS / 64;
 
 /// The team ids this PE uses.
@@ -245,7 +245,10 @@ impl<'w> Team<'w> {
             *s = (v + 1) & SEQ_MASK;
             v
         };
-        let ctx = self.inner.id << SEQ_BITS | seq;
+        let call = CallId {
+            team: self.inner.id,
+            seq,
+        };
         let code = match &a.reduction {
             Some(Ok((_, code))) => *code,
             _ => 0,
@@ -290,7 +293,7 @@ impl<'w> Team<'w> {
                 let engine = w.engine();
                 if let Ok(mut st) = engine.lock(a.op) {
                     let text = format!("rank {} failed {}: {cause}", w.rank(), a.collective);
-                    engine.coll_notify(&mut st, &self.inner.members, self.inner.me, ctx, &text);
+                    engine.coll_notify(&mut st, &self.inner.members, self.inner.me, call, &text);
                 }
                 return Err(w.error(a.op, cause));
             }
@@ -301,7 +304,7 @@ impl<'w> Team<'w> {
         let run = unsafe {
             Run::new(
                 schedule,
-                sig.tag(),
+                CollRun::tag(call, &sig),
                 a.input.as_ptr(),
                 a.output.as_mut_ptr(),
                 combiner,
@@ -311,7 +314,7 @@ impl<'w> Team<'w> {
             run,
             members: self.inner.members.clone(),
             me: self.inner.me,
-            ctx,
+            call,
             sig,
         })
     }

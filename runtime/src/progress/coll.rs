@@ -3,31 +3,78 @@
 //! advances, and the checks that turn members calling a collective
 //! differently into errors instead of hangs.
 //!
-//! A collective's messages carry the class Collective, a context of the
-//! team's id and the call's sequence number in the team, and a tag that is
-//! a digest of the call's signature (collective, root, size, element type,
-//! operation). Members that disagree therefore never match each other's
-//! messages. A message that arrives for a call this PE is in, under
-//! another tag, marks the call as failed; so does a notice (the reserved
-//! tag) from a member that failed the call. The member that sees a
-//! disagreement first tells every other member with such a notice, so the
-//! whole team fails instead of waiting.
+//! A call is named by its team's id and its 28-bit sequence number in the
+//! team. Its messages carry the class Collective, a context of the team id
+//! and the sequence number's low 12 bits, and a tag of a 16-bit digest of
+//! the call's signature (collective, root, size, element type, operation)
+//! and the sequence number's high 16 bits. Members that disagree therefore
+//! never match each other's messages, and a member may run up to 2^27
+//! calls ahead of another (leaves of a reduce never wait) before numbers
+//! could be confused.
+//!
+//! A message that arrives for a call this PE is in, under another digest,
+//! fails the call; so does a notice (the reserved digest) from a member
+//! that failed it. The member that sees a disagreement first tells every
+//! other member with such a notice, so the whole team fails instead of
+//! waiting. A message or notice for a call this PE had already finished
+//! (it can only come from a member that called it differently) is
+//! reported after the team's next call completes, so that call's other
+//! members are not left waiting.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use weft_collectives::exec::Run;
-use weft_collectives::{Channel, Signature, RESERVED_TAG};
+use weft_collectives::{Channel, Signature, RESERVED_DIGEST};
 
 use super::wire::{Class, Envelope};
 use super::{Completion, Engine, Entry, Id, Match, RawBuf, Req, SendMode, State};
 use crate::error::Cause;
 use crate::p2p::{Status, Tag};
 
-/// Bits of a collective context that hold the team's id; the rest hold
-/// the call's sequence number.
-pub(crate) const SEQ_BITS: u32 = 12;
-pub(crate) const SEQ_MASK: u32 = (1 << SEQ_BITS) - 1;
+/// Bits of a collective context that hold a call's sequence number (the
+/// low ones); the rest hold the team's id.
+pub(crate) const CTX_SEQ_BITS: u32 = 12;
+/// A call's sequence number in its team.
+pub(crate) const SEQ_MASK: u32 = (1 << 28) - 1;
+
+/// A call: its team and sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CallId {
+    pub(crate) team: u32,
+    pub(crate) seq: u32,
+}
+
+impl CallId {
+    fn ctx(self) -> u32 {
+        self.team << CTX_SEQ_BITS | (self.seq & ((1 << CTX_SEQ_BITS) - 1))
+    }
+
+    fn tag(self, digest: u16) -> u32 {
+        u32::from(digest) << 16 | self.seq >> CTX_SEQ_BITS
+    }
+
+    /// The call a message belongs to, and the digest it carries.
+    fn of(env: Envelope) -> (CallId, u16) {
+        let seq = (env.tag & 0xffff) << CTX_SEQ_BITS | env.ctx & ((1 << CTX_SEQ_BITS) - 1);
+        let call = CallId {
+            team: env.ctx >> CTX_SEQ_BITS,
+            seq,
+        };
+        (call, (env.tag >> 16) as u16)
+    }
+
+    /// How many calls `self` is behind `later` of the same team.
+    fn behind(self, later: CallId) -> u32 {
+        later.seq.wrapping_sub(self.seq) & SEQ_MASK
+    }
+}
+
+impl std::fmt::Display for CallId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "call {} of team {}", self.seq, self.team)
+    }
+}
 
 /// One member's part in one collective call.
 pub(crate) struct CollRun {
@@ -36,17 +83,14 @@ pub(crate) struct CollRun {
     pub(crate) members: Arc<[usize]>,
     /// This PE's index among them.
     pub(crate) me: usize,
-    pub(crate) ctx: u32,
+    pub(crate) call: CallId,
     pub(crate) sig: Signature,
 }
 
 impl CollRun {
-    fn team(&self) -> u32 {
-        self.ctx >> SEQ_BITS
-    }
-
-    fn seq(&self) -> u32 {
-        self.ctx & SEQ_MASK
+    /// The tag of this call's messages.
+    pub(crate) fn tag(call: CallId, sig: &Signature) -> u32 {
+        call.tag(sig.digest())
     }
 
     /// The PEs this call waits for now.
@@ -57,7 +101,7 @@ impl CollRun {
 
 /// A call that failed.
 struct Failure {
-    ctx: u32,
+    call: CallId,
     text: String,
     /// Whether a member told this PE (so this PE need not tell the team).
     told: bool,
@@ -66,17 +110,17 @@ struct Failure {
 /// The engine's collective state.
 #[derive(Default)]
 pub(crate) struct CollState {
-    /// Calls this PE is in: context and signature.
-    active: Vec<(u32, Signature)>,
+    /// Calls this PE is in, with their signatures.
+    active: Vec<(CallId, Signature)>,
     /// Calls known to have failed.
     failed: Vec<Failure>,
     /// Non-blocking calls, advanced by every progress call.
     pub(crate) runs: Vec<Id>,
     /// Calls this PE failed lately: messages and notices still arriving
     /// for them are dropped.
-    abandoned: VecDeque<u32>,
-    /// Per team this PE entered a call of: the latest call's context.
-    latest: Vec<u32>,
+    abandoned: VecDeque<CallId>,
+    /// Per team this PE entered a call of: the latest call.
+    latest: Vec<CallId>,
     /// Per team: the failure of a call this PE had finished, to report
     /// after the team's current or next call.
     deferred: Vec<(u32, String)>,
@@ -86,22 +130,22 @@ pub(crate) struct CollState {
 const ABANDONED_KEPT: usize = 256;
 
 impl CollState {
-    fn failure(&self, ctx: u32) -> Option<&Failure> {
-        self.failed.iter().find(|f| f.ctx == ctx)
+    fn failure(&self, call: CallId) -> Option<&Failure> {
+        self.failed.iter().find(|f| f.call == call)
     }
 
-    fn fail(&mut self, ctx: u32, text: String, told: bool) {
-        if self.failure(ctx).is_none() && !self.abandoned.contains(&ctx) {
-            self.failed.push(Failure { ctx, text, told });
+    fn fail(&mut self, call: CallId, text: String, told: bool) {
+        if self.failure(call).is_none() && !self.abandoned.contains(&call) {
+            self.failed.push(Failure { call, text, told });
         }
     }
 
-    fn abandon(&mut self, ctx: u32) {
-        self.failed.retain(|f| f.ctx != ctx);
+    fn abandon(&mut self, call: CallId) {
+        self.failed.retain(|f| f.call != call);
         if self.abandoned.len() == ABANDONED_KEPT {
             self.abandoned.pop_front();
         }
-        self.abandoned.push_back(ctx);
+        self.abandoned.push_back(call);
     }
 }
 
@@ -111,7 +155,7 @@ struct EngineChannel<'a> {
     st: &'a mut State,
     members: &'a [usize],
     me: usize,
-    ctx: u32,
+    call: CallId,
 }
 
 impl EngineChannel<'_> {
@@ -144,7 +188,7 @@ impl Channel for EngineChannel<'_> {
     ) -> Result<Option<Id>, Cause> {
         let env = Envelope {
             class: Class::Collective,
-            ctx: self.ctx,
+            ctx: self.call.ctx(),
             tag,
         };
         let dest = self.pe(peer)?;
@@ -161,7 +205,7 @@ impl Channel for EngineChannel<'_> {
     ) -> Result<Id, Cause> {
         let m = Match {
             class: Class::Collective,
-            ctx: self.ctx,
+            ctx: self.call.ctx(),
             source: Some(self.pe(peer)?),
             tag: Some(tag),
         };
@@ -194,58 +238,57 @@ fn describe(sig: &Signature) -> String {
 }
 
 impl Engine {
-    /// Enters a call: from now on, messages for it under another tag, and
-    /// notices about it, fail it. Fails it at once if such a message or
-    /// notice is already here.
+    /// Enters a call: from now on, messages for it under another digest,
+    /// and notices about it, fail it. Fails it at once if such a message
+    /// or notice is already here.
     pub(crate) fn coll_enter(&self, st: &mut State, r: &CollRun) {
-        st.coll.active.push((r.ctx, r.sig));
-        let team = r.team();
-        match st.coll.latest.iter_mut().find(|c| **c >> SEQ_BITS == team) {
-            Some(c) => *c = r.ctx,
-            None => st.coll.latest.push(r.ctx),
+        let call = r.call;
+        st.coll.active.push((call, r.sig));
+        match st.coll.latest.iter_mut().find(|c| c.team == call.team) {
+            Some(c) => *c = call,
+            None => st.coll.latest.push(call),
         }
-        let tag = r.sig.tag();
+        let digest = r.sig.digest();
         let mut strays = Vec::new();
         let mut found = None;
         for (i, u) in st.unexpected.iter().enumerate() {
-            if u.env.class != Class::Collective || u.env.ctx >> SEQ_BITS != team {
+            if u.env.class != Class::Collective {
                 continue;
             }
-            if u.env.ctx == r.ctx && u.env.tag != tag {
+            let (c, d) = CallId::of(u.env);
+            if c == call && d != digest {
                 found = Some(format!(
-                    "PE {} called this collective (call {} of team {team}) differently \
-                     from this PE, which called {}",
+                    "PE {} called this collective ({call}) differently from this PE, which \
+                     called {}",
                     u.source,
-                    r.seq(),
                     describe(&r.sig)
                 ));
-            } else if Self::finished(st, u.env.ctx) {
-                strays.push((i, u.source, u.env.ctx));
+            } else if Self::finished(st, c) {
+                strays.push((i, u.source, c));
             }
         }
-        for &(i, source, ctx) in strays.iter().rev() {
+        for &(i, source, c) in strays.iter().rev() {
             st.unexpected.remove(i);
-            Self::coll_defer_stray(st, source, ctx);
+            Self::coll_defer_stray(st, source, c);
         }
         if let Some(text) = found {
-            st.coll.fail(r.ctx, text, false);
+            st.coll.fail(call, text, false);
         }
     }
 
-    /// Whether `ctx` is a call of its team that this PE has finished.
-    fn finished(st: &State, ctx: u32) -> bool {
-        let team = ctx >> SEQ_BITS;
-        let Some(&latest) = st.coll.latest.iter().find(|c| **c >> SEQ_BITS == team) else {
+    /// Whether this PE has finished `call`.
+    fn finished(st: &State, call: CallId) -> bool {
+        let Some(&latest) = st.coll.latest.iter().find(|c| c.team == call.team) else {
             return false;
         };
-        let behind = latest.wrapping_sub(ctx) & SEQ_MASK;
-        behind != 0 && behind < SEQ_MASK / 2 && !st.coll.active.iter().any(|(c, _)| *c == ctx)
+        let behind = call.behind(latest);
+        behind != 0 && behind <= SEQ_MASK / 2 && !st.coll.active.iter().any(|(c, _)| *c == call)
     }
 
     /// Leaves a call (done, failed or cancelled).
-    fn coll_leave(st: &mut State, ctx: u32) {
-        st.coll.active.retain(|(c, _)| *c != ctx);
-        st.coll.failed.retain(|f| f.ctx != ctx);
+    fn coll_leave(st: &mut State, call: CallId) {
+        st.coll.active.retain(|(c, _)| *c != call);
+        st.coll.failed.retain(|f| f.call != call);
     }
 
     /// Looks at a collective message as it arrives; `true` if it goes no
@@ -256,33 +299,32 @@ impl Engine {
         env: Envelope,
         payload: &[u8],
     ) -> bool {
-        if st.coll.abandoned.contains(&env.ctx) {
+        let (call, digest) = CallId::of(env);
+        if st.coll.abandoned.contains(&call) {
             return true;
         }
-        let finished = Self::finished(st, env.ctx);
-        if env.tag == RESERVED_TAG {
+        let finished = Self::finished(st, call);
+        if digest == RESERVED_DIGEST {
             let text = format!("PE {source} reported: {}", String::from_utf8_lossy(payload));
             if finished {
-                Self::coll_defer(st, env.ctx, text);
+                Self::coll_defer(st, call, text);
             } else {
-                st.coll.fail(env.ctx, text, true);
+                st.coll.fail(call, text, true);
             }
             return true;
         }
         if finished {
-            Self::coll_defer_stray(st, source, env.ctx);
+            Self::coll_defer_stray(st, source, call);
             return true;
         }
-        if let Some((_, sig)) = st.coll.active.iter().find(|(c, _)| *c == env.ctx) {
-            if sig.tag() != env.tag {
+        if let Some((_, sig)) = st.coll.active.iter().find(|(c, _)| *c == call) {
+            if sig.digest() != digest {
                 let text = format!(
-                    "PE {source} called this collective (call {} of team {}) differently \
-                     from this PE, which called {}",
-                    env.ctx & SEQ_MASK,
-                    env.ctx >> SEQ_BITS,
+                    "PE {source} called this collective ({call}) differently from this PE, \
+                     which called {}",
                     describe(sig)
                 );
-                st.coll.fail(env.ctx, text, false);
+                st.coll.fail(call, text, false);
             }
         }
         false
@@ -290,29 +332,29 @@ impl Engine {
 
     /// A message arrived for a call this PE had finished: the sender called
     /// it differently (a call takes every message its members send for it).
-    fn coll_defer_stray(st: &mut State, source: usize, ctx: u32) {
+    fn coll_defer_stray(st: &mut State, source: usize, call: CallId) {
         let text = format!(
             "PE {source} sent a message for it after this PE had finished it: the PEs called \
              it differently"
         );
-        Self::coll_defer(st, ctx, text);
+        Self::coll_defer(st, call, text);
     }
 
-    /// Keeps the news that finished call `ctx` failed elsewhere, for the
-    /// team's current or next call to report once it has completed (so
-    /// that the members still in that call are not left waiting).
-    fn coll_defer(st: &mut State, ctx: u32, text: String) {
-        let team = ctx >> SEQ_BITS;
-        if !st.coll.deferred.iter().any(|(t, _)| *t == team) {
-            let text = format!("call {} of team {team} failed: {text}", ctx & SEQ_MASK);
-            st.coll.deferred.push((team, text));
+    /// Keeps the news that finished `call` failed elsewhere, for the team's
+    /// current or next call to report once it has completed (so that the
+    /// members still in that call are not left waiting).
+    fn coll_defer(st: &mut State, call: CallId, text: String) {
+        if !st.coll.deferred.iter().any(|(t, _)| *t == call.team) {
+            st.coll
+                .deferred
+                .push((call.team, format!("{call} failed: {text}")));
         }
     }
 
     /// Moves a call along; `Ok(true)` once it is done. A failed call is
     /// cancelled and left, and the other members are told why.
     pub(crate) fn coll_advance(&self, st: &mut State, r: &mut CollRun) -> Result<bool, Cause> {
-        let known = st.coll.failure(r.ctx).map(|f| f.text.clone());
+        let known = st.coll.failure(r.call).map(|f| f.text.clone());
         let result = match known {
             Some(text) => Err(Cause::Mismatch(text)),
             None => {
@@ -321,7 +363,7 @@ impl Engine {
                     st,
                     members: &r.members,
                     me: r.me,
-                    ctx: r.ctx,
+                    call: r.call,
                 };
                 r.run.advance(&mut chan).map_err(|e| match e {
                     weft_collectives::Error::Channel(c) => c,
@@ -334,8 +376,8 @@ impl Engine {
         match result {
             Ok(false) => Ok(false),
             Ok(true) => {
-                Self::coll_leave(st, r.ctx);
-                let team = r.team();
+                Self::coll_leave(st, r.call);
+                let team = r.call.team;
                 match st.coll.deferred.iter().position(|(t, _)| *t == team) {
                     Some(i) => Err(Cause::Mismatch(st.coll.deferred.swap_remove(i).1)),
                     None => Ok(true),
@@ -357,40 +399,40 @@ impl Engine {
                 st,
                 members: &r.members,
                 me: r.me,
-                ctx: r.ctx,
+                call: r.call,
             };
             r.run.cancel(&mut chan);
         }
-        let told = st.coll.failure(r.ctx).is_some_and(|f| f.told);
-        Self::coll_leave(st, r.ctx);
-        st.coll.abandon(r.ctx);
-        let ctx = r.ctx;
+        let told = st.coll.failure(r.call).is_some_and(|f| f.told);
+        Self::coll_leave(st, r.call);
+        st.coll.abandon(r.call);
+        let call = r.call;
         st.unexpected
-            .retain(|u| !(u.env.class == Class::Collective && u.env.ctx == ctx));
+            .retain(|u| !(u.env.class == Class::Collective && CallId::of(u.env).0 == call));
         if told {
             return;
         }
         let text = format!("rank {} failed {}: {cause}", self.rank, r.sig.collective);
-        self.coll_notify(st, &r.members, r.me, r.ctx, &text);
+        self.coll_notify(st, &r.members, r.me, r.call, &text);
     }
 
-    /// Tells every other member that this PE failed call `ctx`, and
+    /// Tells every other member that this PE failed `call`, and
     /// forgets the call.
     pub(crate) fn coll_notify(
         &self,
         st: &mut State,
         members: &[usize],
         me: usize,
-        ctx: u32,
+        call: CallId,
         text: &str,
     ) {
-        if !st.coll.abandoned.contains(&ctx) {
-            st.coll.abandon(ctx);
+        if !st.coll.abandoned.contains(&call) {
+            st.coll.abandon(call);
         }
         let env = Envelope {
             class: Class::Collective,
-            ctx,
-            tag: RESERVED_TAG,
+            ctx: call.ctx(),
+            tag: call.tag(RESERVED_DIGEST),
         };
         for (i, &pe) in members.iter().enumerate() {
             if i != me {
@@ -485,10 +527,10 @@ impl Engine {
                     st,
                     members: &r.members,
                     me: r.me,
-                    ctx: r.ctx,
+                    call: r.call,
                 };
                 r.run.cancel(&mut chan);
-                Self::coll_leave(st, r.ctx);
+                Self::coll_leave(st, r.call);
             }
         }
         st.coll.runs.retain(|&r| r != id);

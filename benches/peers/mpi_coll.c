@@ -1,0 +1,76 @@
+/* The collective measurements of osu_coll.rs, written against MPI so that
+ * Open MPI and MPICH can be measured the same way in the same run.
+ *
+ *   mpicc -O2 mpi_coll.c -o mpi_coll && mpirun -np 4 ./mpi_coll
+ *
+ * Prints one "name size value" line per figure: the average time of one
+ * call over many back-to-back calls, the largest over the ranks (us), for
+ * barrier, and for broadcast, reduce and allreduce (sums of doubles) and
+ * allgather and alltoall (bytes, the size per rank) from 8 B to 1 MiB.
+ */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX (1 << 20)
+
+enum op { BARRIER, BCAST, REDUCE, ALLREDUCE, ALLGATHER, ALLTOALL };
+static const char *names[] = {"barrier", "broadcast", "reduce", "allreduce", "allgather",
+                              "alltoall"};
+
+static int iters(size_t size) { return size <= 4096 ? 5000 : size <= 65536 ? 500 : 50; }
+
+static double *vec, *vec_out;
+static char *block, *all, *send_all;
+
+static void call(enum op op, size_t size) {
+    int n = (int)(size / 8);
+    switch (op) {
+    case BARRIER: MPI_Barrier(MPI_COMM_WORLD); break;
+    case BCAST: MPI_Bcast(vec, n, MPI_DOUBLE, 0, MPI_COMM_WORLD); break;
+    case REDUCE: MPI_Reduce(vec, vec_out, n, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD); break;
+    case ALLREDUCE: MPI_Allreduce(MPI_IN_PLACE, vec, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD); break;
+    case ALLGATHER:
+        MPI_Allgather(block, (int)size, MPI_BYTE, all, (int)size, MPI_BYTE, MPI_COMM_WORLD);
+        break;
+    case ALLTOALL:
+        MPI_Alltoall(send_all, (int)size, MPI_BYTE, all, (int)size, MPI_BYTE, MPI_COMM_WORLD);
+        break;
+    }
+}
+
+static double measure(enum op op, size_t size, int n) {
+    for (int i = 0; i < n / 10; i++)
+        call(op, size);
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t = MPI_Wtime();
+    for (int i = 0; i < n; i++)
+        call(op, size);
+    double secs = (MPI_Wtime() - t) / n, worst;
+    MPI_Allreduce(&secs, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    return worst;
+}
+
+int main(int argc, char **argv) {
+    int me, p;
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &me);
+    MPI_Comm_size(MPI_COMM_WORLD, &p);
+    vec = calloc(MAX / 8, sizeof(double));
+    vec_out = calloc(MAX / 8, sizeof(double));
+    block = calloc(MAX, 1);
+    all = calloc((size_t)p * MAX, 1);
+    send_all = calloc((size_t)p * MAX, 1);
+    double b = measure(BARRIER, 0, 20000);
+    if (me == 0)
+        printf("barrier 0 %.4f\n", b * 1e6);
+    for (size_t size = 8; size <= MAX; size *= 2)
+        for (int op = BCAST; op <= ALLTOALL; op++) {
+            double s = measure(op, size, iters(size));
+            if (me == 0)
+                printf("%s %zu %.4f\n", names[op], size, s * 1e6);
+        }
+    MPI_Finalize();
+    return 0;
+}

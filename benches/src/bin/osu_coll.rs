@@ -1,0 +1,85 @@
+//! OSU-style collective latency: `weftrun -n N osu_coll [--raw]`.
+//!
+//! For barrier, and for broadcast, reduce and allreduce (sums of f64) and
+//! allgather and alltoall (bytes, the size per member) from 8 B to 1 MiB:
+//! the average time of one call over many back-to-back calls, the largest
+//! over the members (µs). The same is done by the C program
+//! `peers/mpi_coll.c` that measures MPI libraries. Prints one table, or
+//! with `--raw` one `name size value` line per figure, the format
+//! `compare_coll.sh` reads.
+
+use std::time::Instant;
+
+use weft::{ReduceOp, Team};
+
+const MAX: usize = 1 << 20;
+
+fn iters(size: usize) -> usize {
+    match size {
+        0..=4096 => 5_000,
+        4097..=65_536 => 500,
+        _ => 50,
+    }
+}
+
+/// Average seconds per call of `f` over `n` calls after `n / 10` warm-up
+/// calls, the largest over the members.
+fn time(team: &Team<'_>, n: usize, mut f: impl FnMut() -> weft::Result<()>) -> weft::Result<f64> {
+    for _ in 0..n / 10 {
+        f()?;
+    }
+    team.barrier()?;
+    let t = Instant::now();
+    for _ in 0..n {
+        f()?;
+    }
+    let mut secs = [t.elapsed().as_secs_f64() / n as f64];
+    team.allreduce(&mut secs, ReduceOp::Max)?;
+    Ok(secs[0])
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let raw = std::env::args().any(|a| a == "--raw");
+    let world = weft::init()?;
+    let team = world.team();
+    let p = team.size();
+    let mut rows: Vec<(&str, usize, f64)> = Vec::new();
+    let secs = time(&team, 20_000, || team.barrier())?;
+    rows.push(("barrier", 0, secs * 1e6));
+    let mut vec = vec![1.0f64; MAX / 8];
+    let block = vec![1u8; MAX];
+    let mut all = vec![0u8; p * MAX];
+    let sizes = (3..=20).map(|k| 1usize << k);
+    for size in sizes {
+        let n = iters(size);
+        let v = &mut vec[..size / 8];
+        let s = time(&team, n, || team.broadcast(0, v))?;
+        rows.push(("broadcast", size, s * 1e6));
+        let s = time(&team, n, || team.reduce(0, v, ReduceOp::Sum))?;
+        rows.push(("reduce", size, s * 1e6));
+        let s = time(&team, n, || team.allreduce(v, ReduceOp::Sum))?;
+        rows.push(("allreduce", size, s * 1e6));
+        let b = &block[..size];
+        let s = time(&team, n, || team.allgather(b, &mut all[..p * size]))?;
+        rows.push(("allgather", size, s * 1e6));
+        let send = vec![2u8; p * size];
+        let mut recv = vec![0u8; p * size];
+        let s = time(&team, n, || team.alltoall(&send, &mut recv))?;
+        rows.push(("alltoall", size, s * 1e6));
+    }
+    if world.rank() == 0 {
+        if raw {
+            for (name, size, v) in &rows {
+                println!("{name} {size} {v:.4}");
+            }
+        } else {
+            println!("# {p} ranks, µs per call (largest over the members)");
+            println!("{:<10} {:>8} {:>10}", "collective", "bytes", "µs");
+            for (name, size, v) in &rows {
+                println!("{name:<10} {size:>8} {v:>10.2}");
+            }
+        }
+    }
+    world.finalize()?;
+    Ok(())
+}
