@@ -5,7 +5,8 @@
 Reads DIR/<name>.<i> for i in 1..REPS, each holding "measure size value"
 lines, and prints one row per (measure, size) Weft reports: the medians
 and weft/peer where the peer has it too. Latencies (measures ending in
-"latency", "round_trip") are better lower; everything else higher.
+"latency", "round_trip", and collectives) are better lower; everything
+else higher.
 """
 import statistics
 import sys
@@ -25,16 +26,18 @@ def load(name):
 
 data = {n: load(n) for n in names}
 weft, peers = data[names[0]], names[1:]
-print(f"# medians of {reps} runs, 2 ranks on one node; ratio = weft / peer")
+print(f"# medians of {reps} runs on one node; ratio = weft / peer")
 head = f"{'measure':<15} {'size':>8} {'weft':>12}"
 for p in peers:
     head += f" {p:>12} {'ratio':>6}"
 print(head)
-order = {"latency": 0, "bandwidth": 1, "bi_bandwidth": 2, "message_rate": 3}
+order = {"latency": 0, "bandwidth": 1, "bi_bandwidth": 2, "message_rate": 3,
+         "barrier": 4, "broadcast": 5, "reduce": 6, "allreduce": 7, "allgather": 8,
+         "alltoall": 9}
 for key in sorted(weft, key=lambda k: (order.get(k[0], 9), k[0], k[1])):
     row = f"{key[0]:<15} {key[1]:>8} {weft[key]:>12.2f}"
     for p in peers:
         v = data[p].get(key)
         row += f" {v:>12.2f} {weft[key] / v:>6.2f}" if v else f" {'-':>12} {'-':>6}"
     print(row)
-print("# lower is better for latency and round trips, higher for the rest")
+print("# lower is better for latency, round trips and collectives, higher for the rest")

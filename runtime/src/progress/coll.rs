@@ -21,7 +21,7 @@
 //! reported after the team's next call completes, so that call's other
 //! members are not left waiting.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use weft_collectives::exec::Run;
@@ -39,7 +39,7 @@ pub(crate) const CTX_SEQ_BITS: u32 = 12;
 pub(crate) const SEQ_MASK: u32 = (1 << 28) - 1;
 
 /// A call: its team and sequence number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct CallId {
     pub(crate) team: u32,
     pub(crate) seq: u32,
@@ -124,6 +124,16 @@ pub(crate) struct CollState {
     /// Per team: the failure of a call this PE had finished, to report
     /// after the team's current or next call.
     deferred: Vec<(u32, String)>,
+    /// Calls this PE has not entered yet that messages arrived for: the
+    /// first digest seen (and its sender), and a different one if any.
+    ahead: HashMap<CallId, Ahead>,
+}
+
+/// The digests of the messages that arrived for a call before this PE
+/// entered it.
+struct Ahead {
+    first: (u16, usize),
+    other: Option<(u16, usize)>,
 }
 
 /// How many failed calls a PE remembers.
@@ -142,6 +152,7 @@ impl CollState {
 
     fn abandon(&mut self, call: CallId) {
         self.failed.retain(|f| f.call != call);
+        self.ahead.remove(&call);
         if self.abandoned.len() == ABANDONED_KEPT {
             self.abandoned.pop_front();
         }
@@ -240,7 +251,7 @@ fn describe(sig: &Signature) -> String {
 impl Engine {
     /// Enters a call: from now on, messages for it under another digest,
     /// and notices about it, fail it. Fails it at once if such a message
-    /// or notice is already here.
+    /// or notice came before.
     pub(crate) fn coll_enter(&self, st: &mut State, r: &CollRun) {
         let call = r.call;
         st.coll.active.push((call, r.sig));
@@ -249,27 +260,19 @@ impl Engine {
             None => st.coll.latest.push(call),
         }
         let digest = r.sig.digest();
-        let mut strays = Vec::new();
         let mut found = None;
-        for (i, u) in st.unexpected.iter().enumerate() {
-            if u.env.class != Class::Collective {
-                continue;
-            }
-            let (c, d) = CallId::of(u.env);
-            if c == call && d != digest {
+        if let Some(a) = st.coll.ahead.remove(&call) {
+            let odd = [Some(a.first), a.other]
+                .into_iter()
+                .flatten()
+                .find(|&(d, _)| d != digest);
+            if let Some((_, source)) = odd {
                 found = Some(format!(
-                    "PE {} called this collective ({call}) differently from this PE, which \
-                     called {}",
-                    u.source,
+                    "PE {source} called this collective ({call}) differently from this PE, \
+                     which called {}",
                     describe(&r.sig)
                 ));
-            } else if Self::finished(st, c) {
-                strays.push((i, u.source, c));
             }
-        }
-        for &(i, source, c) in strays.iter().rev() {
-            st.unexpected.remove(i);
-            Self::coll_defer_stray(st, source, c);
         }
         if let Some(text) = found {
             st.coll.fail(call, text, false);
@@ -317,7 +320,17 @@ impl Engine {
             Self::coll_defer_stray(st, source, call);
             return true;
         }
-        if let Some((_, sig)) = st.coll.active.iter().find(|(c, _)| *c == call) {
+        let Some((_, sig)) = st.coll.active.iter().find(|(c, _)| *c == call) else {
+            let a = st.coll.ahead.entry(call).or_insert(Ahead {
+                first: (digest, source),
+                other: None,
+            });
+            if a.first.0 != digest && a.other.is_none() {
+                a.other = Some((digest, source));
+            }
+            return false;
+        };
+        {
             if sig.digest() != digest {
                 let text = format!(
                     "PE {source} called this collective ({call}) differently from this PE, \

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Weft vs Open MPI and MPICH on the same collective measurements, same run.
+#
+#   benches/compare_coll.sh [REPETITIONS] [RANKS...]   (default 5; 2 and 4)
+#
+# Installs Open MPI and MPICH from Debian's packages when missing, builds
+# Weft's osu_coll and our C program benches/peers/mpi_coll.c against each
+# MPI, runs the three alternately REPETITIONS times at each number of ranks,
+# and prints the medians and Weft's ratio to each peer (lower is better).
+# On a machine with fewer cores than ranks, every library runs
+# oversubscribed.
+set -euo pipefail
+reps=${1:-5}
+shift || true
+ranks=("${@:-2 4}")
+read -r -a ranks <<< "${ranks[*]}"
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+if ! command -v mpicc.openmpi >/dev/null || ! command -v mpicc.mpich >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        openmpi-bin libopenmpi-dev mpich libmpich-dev >/dev/null
+fi
+cargo build --release -q -p weft -p weft-benches
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+mpicc.openmpi -O2 benches/peers/mpi_coll.c -o "$out/coll_openmpi"
+mpicc.mpich -O2 benches/peers/mpi_coll.c -o "$out/coll_mpich"
+for n in "${ranks[@]}"; do
+    mkdir -p "$out/$n"
+    for i in $(seq "$reps"); do
+        target/release/weftrun -n "$n" target/release/osu_coll --raw > "$out/$n/weft.$i"
+        # Open MPI needs these flags to run as root and on few cores.
+        mpirun.openmpi --allow-run-as-root --oversubscribe -np "$n" "$out/coll_openmpi" \
+            > "$out/$n/openmpi.$i"
+        mpiexec.mpich -n "$n" "$out/coll_mpich" > "$out/$n/mpich.$i"
+    done
+    echo "## $n ranks ($(nproc) cores)"
+    python3 "$top/benches/medians.py" "$out/$n" "$reps" weft openmpi mpich
+done
+echo "# units: us per call, the largest over the ranks"
