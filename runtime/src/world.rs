@@ -101,9 +101,16 @@ impl World {
         agree_on_handlers(&mut boot, &handlers).map_err(|c| fail(rank, c))?;
         let (heap_ptr, heap_len) = shm.local_heap();
         let heap = (heap_ptr as usize, heap_len);
+        // Every PE is on this node (the only transport is shared memory).
+        // The node's cores, not this process's affinity: a launcher that
+        // binds each rank to one core does not oversubscribe.
+        // SAFETY: sysconf only reads a system setting.
+        let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+        let cores = usize::try_from(online).unwrap_or(1).max(1);
         let settings = Settings {
             eager_limit: config.eager_limit,
             single_copy: config.single_copy,
+            oversubscribed: size > cores,
         };
         let lanes: Vec<Box<dyn Transport>> = vec![Box::new(shm)];
         let engine = Arc::new(Engine::new(

@@ -295,6 +295,8 @@ unsafe impl Send for State {}
 pub(crate) struct Settings {
     pub(crate) eager_limit: usize,
     pub(crate) single_copy: bool,
+    /// More PEs on this node than cores this process may run on.
+    pub(crate) oversubscribed: bool,
 }
 
 /// The progress engine of one PE. Shared with the progress thread.
@@ -439,7 +441,7 @@ impl Engine {
         watch: Watch<'_>,
         mut ready: impl FnMut(&mut State) -> Option<Result<T, Cause>>,
     ) -> Result<T> {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(self.settings.oversubscribed);
         let mut checked: Option<Instant> = None;
         loop {
             let moved = {
@@ -463,7 +465,7 @@ impl Engine {
                 moved
             };
             if moved > 0 {
-                backoff = Backoff::new();
+                backoff = Backoff::new(self.settings.oversubscribed);
                 continue;
             }
             backoff.snooze();
@@ -506,7 +508,7 @@ impl Engine {
 
     /// Runs progress until `stop` is called: the progress thread.
     pub(crate) fn run_progress_thread(self: Arc<Self>) {
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(self.settings.oversubscribed);
         while !self.stop.load(Ordering::Acquire) {
             let moved = {
                 let mut st = self.state.lock();
@@ -517,7 +519,7 @@ impl Engine {
                 }
             };
             if moved > 0 {
-                backoff = Backoff::new();
+                backoff = Backoff::new(self.settings.oversubscribed);
             } else {
                 backoff.snooze();
             }
