@@ -399,16 +399,7 @@ impl<'w> Team<'w> {
     /// Waits until every member has entered the barrier. Unlike
     /// [`World::barrier_all`] it does not complete outstanding puts.
     pub fn barrier(&self) -> Result<()> {
-        self.run(Args {
-            op: "barrier",
-            collective: Collective::Barrier,
-            root: 0,
-            count: 0,
-            elem: 1,
-            input: &[],
-            output: &mut [],
-            reduction: None,
-        })
+        self.run(barrier_args("barrier"))
     }
 
     /// Copies `data` of member `root` into `data` of every member.
@@ -515,17 +506,7 @@ impl<'w> Team<'w> {
     /// `block.len()` elements) to member `j`'s `block`; `data` is not used
     /// elsewhere (it may be empty).
     pub fn scatter<T: Pod>(&self, root: usize, data: &[T], block: &mut [T]) -> Result<()> {
-        let count = block.len();
-        self.run(Args {
-            op: "scatter",
-            collective: Collective::Scatter,
-            root,
-            count,
-            elem: size_of::<T>(),
-            input: bytemuck::cast_slice(data),
-            output: bytemuck::cast_slice_mut(block),
-            reduction: None,
-        })
+        self.run(scatter_args::<T>("scatter", root, data, block))
     }
 
     /// Sends block `j` of `data` (`size()` equal blocks) to member `j`,
@@ -542,17 +523,8 @@ impl<'w> Team<'w> {
         block: &mut [T],
         op: impl Reduction<T>,
     ) -> Result<()> {
-        let count = block.len();
-        self.run(Args {
-            op: "reduce_scatter",
-            collective: Collective::ReduceScatter,
-            root: 0,
-            count,
-            elem: size_of::<T>(),
-            input: bytemuck::cast_slice(data),
-            output: bytemuck::cast_slice_mut(block),
-            reduction: reduction(op),
-        })
+        let r = reduction(op);
+        self.run(reduce_scatter_args::<T>("reduce_scatter", data, block, r))
     }
 
     /// Splits the team by `color`: members passing the same color form a
@@ -680,6 +652,55 @@ impl<'w> Team<'w> {
     }
 }
 
+fn barrier_args(op: &'static str) -> Args<'static> {
+    Args {
+        op,
+        collective: Collective::Barrier,
+        root: 0,
+        count: 0,
+        elem: 1,
+        input: &[],
+        output: &mut [],
+        reduction: None,
+    }
+}
+
+fn scatter_args<'a, T: Pod>(
+    op: &'static str,
+    root: usize,
+    data: &'a [T],
+    block: &'a mut [T],
+) -> Args<'a> {
+    Args {
+        op,
+        collective: Collective::Scatter,
+        root,
+        count: block.len(),
+        elem: size_of::<T>(),
+        input: bytemuck::cast_slice(data),
+        output: bytemuck::cast_slice_mut(block),
+        reduction: None,
+    }
+}
+
+fn reduce_scatter_args<'a, T: Pod>(
+    op: &'static str,
+    data: &'a [T],
+    block: &'a mut [T],
+    reduction: Option<Result<(Combiner, u32), String>>,
+) -> Args<'a> {
+    Args {
+        op,
+        collective: Collective::ReduceScatter,
+        root: 0,
+        count: block.len(),
+        elem: size_of::<T>(),
+        input: bytemuck::cast_slice(data),
+        output: bytemuck::cast_slice_mut(block),
+        reduction,
+    }
+}
+
 fn rooted_in_place<'a, T: Pod>(
     op: &'static str,
     collective: Collective,
@@ -746,17 +767,7 @@ impl<'s, 'w> Scope<'s, 'w> {
 
     /// Starts [`Team::barrier`].
     pub fn ibarrier(&'s self, team: &Team<'w>) -> Result<Request<'s, 'w>> {
-        let a = Args {
-            op: "ibarrier",
-            collective: Collective::Barrier,
-            root: 0,
-            count: 0,
-            elem: 1,
-            input: &[],
-            output: &mut [],
-            reduction: None,
-        };
-        self.start(team, a)
+        self.start(team, barrier_args("ibarrier"))
     }
 
     /// Starts [`Team::broadcast`].
@@ -854,17 +865,7 @@ impl<'s, 'w> Scope<'s, 'w> {
         data: &'s [T],
         block: &'s mut [T],
     ) -> Result<Request<'s, 'w>> {
-        let a = Args {
-            op: "iscatter",
-            collective: Collective::Scatter,
-            root,
-            count: block.len(),
-            elem: size_of::<T>(),
-            input: bytemuck::cast_slice(data),
-            output: bytemuck::cast_slice_mut(block),
-            reduction: None,
-        };
-        self.start(team, a)
+        self.start(team, scatter_args::<T>("iscatter", root, data, block))
     }
 
     /// Starts [`Team::alltoall`].
@@ -887,16 +888,10 @@ impl<'s, 'w> Scope<'s, 'w> {
         block: &'s mut [T],
         op: impl Reduction<T>,
     ) -> Result<Request<'s, 'w>> {
-        let a = Args {
-            op: "ireduce_scatter",
-            collective: Collective::ReduceScatter,
-            root: 0,
-            count: block.len(),
-            elem: size_of::<T>(),
-            input: bytemuck::cast_slice(data),
-            output: bytemuck::cast_slice_mut(block),
-            reduction: reduction(op),
-        };
-        self.start(team, a)
+        let r = reduction(op);
+        self.start(
+            team,
+            reduce_scatter_args::<T>("ireduce_scatter", data, block, r),
+        )
     }
 }

@@ -406,16 +406,7 @@ impl Engine {
     /// Cancels a call's messages, leaves it and tells the other members
     /// why, unless they told this PE.
     pub(crate) fn coll_abandon(&self, st: &mut State, r: &mut CollRun, cause: &Cause) {
-        {
-            let mut chan = EngineChannel {
-                engine: self,
-                st,
-                members: &r.members,
-                me: r.me,
-                call: r.call,
-            };
-            r.run.cancel(&mut chan);
-        }
+        self.coll_stop(st, r);
         let told = st.coll.failure(r.call).is_some_and(|f| f.told);
         Self::coll_leave(st, r.call);
         st.coll.abandon(r.call);
@@ -527,6 +518,18 @@ impl Engine {
         }
     }
 
+    /// Cancels a call's messages in flight.
+    fn coll_stop(&self, st: &mut State, r: &mut CollRun) {
+        let mut chan = EngineChannel {
+            engine: self,
+            st,
+            members: &r.members,
+            me: r.me,
+            call: r.call,
+        };
+        r.run.cancel(&mut chan);
+    }
+
     /// Cancels a non-blocking call whose owner is going away.
     pub(super) fn coll_cancel(&self, st: &mut State, id: Id) {
         if let Some(Entry {
@@ -535,14 +538,7 @@ impl Engine {
         }) = st.reqs.get_mut(id)
         {
             if let Some(mut r) = r.take() {
-                let mut chan = EngineChannel {
-                    engine: self,
-                    st,
-                    members: &r.members,
-                    me: r.me,
-                    call: r.call,
-                };
-                r.run.cancel(&mut chan);
+                self.coll_stop(st, &mut r);
                 Self::coll_leave(st, r.call);
             }
         }

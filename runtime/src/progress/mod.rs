@@ -626,21 +626,20 @@ impl Engine {
     }
 
     fn complete(st: &mut State, id: Id, c: Completion) {
-        match st.reqs.get_mut(id) {
-            Some(e) if e.detached => {
-                st.reqs.remove(id);
-            }
-            Some(e) => e.req = Req::Done(c),
-            None => {}
-        }
+        Self::end(st, id, Req::Done(c));
     }
 
     fn fail(st: &mut State, id: Id, cause: Cause) {
+        Self::end(st, id, Req::Failed(cause));
+    }
+
+    /// Ends `id` as `req` (done or failed), or drops it if detached.
+    fn end(st: &mut State, id: Id, req: Req) {
         match st.reqs.get_mut(id) {
             Some(e) if e.detached => {
                 st.reqs.remove(id);
             }
-            Some(e) => e.req = Req::Failed(cause),
+            Some(e) => e.req = req,
             None => {}
         }
     }
