@@ -238,6 +238,9 @@ impl<'w> Team<'w> {
     fn prepare(&self, a: Args<'_>) -> Result<CollRun> {
         let w = self.world;
         w.check_live(a.op)?;
+        // Refused before the call takes a sequence number: a handler could
+        // neither run the call nor tell the other members it failed.
+        w.engine().refuse_in_handler(a.op)?;
         let p = self.size();
         let seq = {
             let mut s = self.inner.seq.lock();

@@ -380,10 +380,16 @@ impl Engine {
     /// Takes the engine lock for `op`; refused inside a handler, where the
     /// lock is already held by this thread.
     pub(crate) fn lock(&self, op: &'static str) -> Result<MutexGuard<'_, State>> {
+        self.refuse_in_handler(op)?;
+        Ok(self.state.lock())
+    }
+
+    /// An error if the calling thread is running an active-message handler.
+    pub(crate) fn refuse_in_handler(&self, op: &'static str) -> Result<()> {
         if IN_HANDLER.with(Cell::get) {
             return Err(self.error(op, Cause::InHandler));
         }
-        Ok(self.state.lock())
+        Ok(())
     }
 
     /// Polls every lane once and does whatever arrived; returns how many
