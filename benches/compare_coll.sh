@@ -12,20 +12,14 @@
 set -euo pipefail
 reps=${1:-5}
 shift || true
-ranks=("${@:-2 4}")
-read -r -a ranks <<< "${ranks[*]}"
+ranks=("$@")
+[ ${#ranks[@]} -gt 0 ] || ranks=(2 4)
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-if ! command -v mpicc.openmpi >/dev/null || ! command -v mpicc.mpich >/dev/null; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        openmpi-bin libopenmpi-dev mpich libmpich-dev >/dev/null
-fi
-cargo build --release -q -p weft -p weft-benches
+source benches/mpi_peers.sh
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-mpicc.openmpi -O2 benches/peers/mpi_coll.c -o "$out/coll_openmpi"
-mpicc.mpich -O2 benches/peers/mpi_coll.c -o "$out/coll_mpich"
+mpi_peers coll "$out"
 for n in "${ranks[@]}"; do
     mkdir -p "$out/$n"
     for i in $(seq "$reps"); do

@@ -12,16 +12,10 @@ set -euo pipefail
 reps=${1:-5}
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-if ! command -v mpicc.openmpi >/dev/null || ! command -v mpicc.mpich >/dev/null; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        openmpi-bin libopenmpi-dev mpich libmpich-dev >/dev/null
-fi
-cargo build --release -q -p weft -p weft-benches
+source benches/mpi_peers.sh
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-mpicc.openmpi -O2 benches/peers/mpi_p2p.c -o "$out/p2p_openmpi"
-mpicc.mpich -O2 benches/peers/mpi_p2p.c -o "$out/p2p_mpich"
+mpi_peers p2p "$out"
 for i in $(seq "$reps"); do
     target/release/weftrun -n 2 target/release/osu_p2p --raw > "$out/weft.$i"
     # Open MPI needs these flags to run as root and on few cores.
