@@ -17,6 +17,8 @@ pub enum TransportChoice {
     Auto,
     /// Shared memory only.
     Shm,
+    /// RDMA verbs for every peer, this PE included.
+    Verbs,
 }
 
 /// The runtime's settings.
@@ -24,8 +26,15 @@ pub enum TransportChoice {
 pub struct Config {
     /// `WEFT_SYMMETRIC_SIZE`: bytes of symmetric heap per PE.
     pub symmetric_size: usize,
-    /// `WEFT_TRANSPORT`: `auto` or `shm`.
+    /// `WEFT_TRANSPORT`: `auto` (shared memory on the node, verbs to other
+    /// nodes), `shm` or `verbs`.
     pub transport: TransportChoice,
+    /// `WEFT_VERBS_DEVICE`: the RDMA device to use (e.g. `mlx5_0`); the
+    /// first with an active port when unset.
+    pub verbs_device: Option<String>,
+    /// `WEFT_VERBS_GID_INDEX`: the GID table index on RoCE ports; the first
+    /// IPv4-mapped GID when unset.
+    pub verbs_gid_index: Option<u32>,
     /// `WEFT_EAGER_LIMIT`: messages up to this many bytes are copied
     /// through the message queues; longer ones go by rendezvous.
     pub eager_limit: usize,
@@ -57,8 +66,18 @@ impl Config {
                 &[
                     ("auto", TransportChoice::Auto),
                     ("shm", TransportChoice::Shm),
+                    ("verbs", TransportChoice::Verbs),
                 ],
             )?,
+            verbs_device: get("WEFT_VERBS_DEVICE").filter(|d| !d.is_empty()),
+            verbs_gid_index: match get("WEFT_VERBS_GID_INDEX") {
+                None => None,
+                Some(v) => Some(v.trim().parse().map_err(|_| Cause::Config {
+                    var: "WEFT_VERBS_GID_INDEX",
+                    value: v.clone(),
+                    reason: "not a GID table index (a small non-negative integer)".into(),
+                })?),
+            },
             eager_limit: size(get, "WEFT_EAGER_LIMIT", DEFAULT_EAGER_LIMIT, true)?,
             progress_thread: choice(get, "WEFT_PROGRESS_THREAD", &[("0", false), ("1", true)])?,
             single_copy: choice(get, "WEFT_SINGLE_COPY", &[("auto", true), ("off", false)])?,

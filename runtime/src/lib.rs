@@ -35,6 +35,7 @@ mod p2p;
 mod progress;
 mod symvec;
 mod team;
+mod wiring;
 mod world;
 
 pub use am::{AmContext, AmHandle, Handler, Handlers, AM_HEADER_MAX};

@@ -7,7 +7,6 @@ use std::thread::JoinHandle;
 
 use bytemuck::Pod;
 use parking_lot::Mutex;
-use weft_transport::shm::{create_segment, SegmentLayout, ShmTransport};
 use weft_transport::Transport;
 
 use crate::am::Handlers;
@@ -18,6 +17,7 @@ use crate::heap::Allocator;
 use crate::progress::{Engine, Settings};
 use crate::symvec::SymVec;
 use crate::team::{TeamIds, TeamInner};
+use crate::wiring;
 
 /// All PEs of the job. Made by [`crate::init`] and ended by
 /// [`World::finalize`], which is collective. Dropping a world that was not
@@ -60,48 +60,8 @@ impl World {
         let config = Config::from_env().map_err(|c| fail(0, c))?;
         let mut boot = Bootstrap::from_env().map_err(|e| fail(0, Cause::Bootstrap(e)))?;
         let (rank, size) = (boot.rank(), boot.size());
-        let layout = SegmentLayout {
-            nranks: size,
-            heap_size: config.symmetric_size,
-        };
-        let segment =
-            Arc::new(create_segment(boot.job(), rank, layout).map_err(|e| fail(rank, e.into()))?);
-        let mut shm = ShmTransport::new(segment, rank, layout);
-        if config.single_copy {
-            shm.allow_peer_reads();
-        }
-        let addresses = boot
-            .allgather("weft-shm", &shm.address())
-            .map_err(|e| fail(rank, Cause::Bootstrap(e)))?;
-        // Every PE reports how connecting went, so that one PE's failure
-        // fails them all instead of leaving the others waiting.
-        let status = match shm.connect(&addresses) {
-            Err(e) => format!("{e}"),
-            Ok(()) => match (0..size).find(|&pe| !shm.reaches(pe)) {
-                Some(pe) => format!(
-                    "PE {pe} is on another node, and this build reaches peers only through \
-                     shared memory"
-                ),
-                None => String::new(),
-            },
-        };
-        let statuses = boot
-            .allgather("weft-connected", status.as_bytes())
-            .map_err(|e| fail(rank, Cause::Bootstrap(e)))?;
-        if let Some((pe, s)) = statuses.iter().enumerate().find(|(_, s)| !s.is_empty()) {
-            let cause = Cause::Bootstrap(format!(
-                "PE {pe} could not connect: {}",
-                String::from_utf8_lossy(s)
-            ));
-            return Err(fail(rank, cause));
-        }
-        // Every on-node peer has mapped our segment: drop its name so that
-        // nothing is left in /dev/shm whatever happens next.
-        shm.unlink().map_err(|e| fail(rank, e.into()))?;
+        let wiring = wiring::connect(&mut boot, &config).map_err(|c| fail(rank, c))?;
         agree_on_handlers(&mut boot, &handlers).map_err(|c| fail(rank, c))?;
-        let (heap_ptr, heap_len) = shm.local_heap();
-        let heap = (heap_ptr as usize, heap_len);
-        // Every PE is on this node (the only transport is shared memory).
         // The node's cores, not this process's affinity: a launcher that
         // binds each rank to one core does not oversubscribe.
         // SAFETY: sysconf only reads a system setting.
@@ -110,14 +70,14 @@ impl World {
         let settings = Settings {
             eager_limit: config.eager_limit,
             single_copy: config.single_copy,
-            oversubscribed: size > cores,
+            oversubscribed: wiring.on_node > cores,
         };
-        let lanes: Vec<Box<dyn Transport>> = vec![Box::new(shm)];
+        let heap = wiring.heap;
         let engine = Arc::new(Engine::new(
             rank,
             size,
-            lanes,
-            vec![0; size],
+            wiring.lanes,
+            wiring.route,
             settings,
             handlers,
         ));

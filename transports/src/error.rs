@@ -67,6 +67,24 @@ pub enum TransportError {
         /// Why not.
         reason: String,
     },
+    /// A work request failed on the device (verbs: its completion status).
+    #[error("{op} toward PE {peer} failed: {status}")]
+    Completion {
+        /// The PE the request was addressed to.
+        peer: usize,
+        /// The operation, e.g. `"put"`.
+        op: &'static str,
+        /// What the device reported.
+        status: String,
+    },
+    /// This transport cannot be used on this machine or in this build.
+    #[error("the {transport} transport is unavailable: {reason}")]
+    Unavailable {
+        /// The transport's name.
+        transport: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// The peer's process has ended.
     #[error("PE {peer} has exited")]
     PeerGone {

@@ -11,9 +11,12 @@
 //! controlled by credits and may return [`TransportError::WouldBlock`].
 //!
 //! Backends: [`shm`] (on-node peers map each other's heap; put/get are copies,
-//! atomics are hardware atomics on the mapped memory).
+//! atomics are hardware atomics on the mapped memory) and, with the `verbs`
+//! feature, [`verbs`] (RDMA over libibverbs: InfiniBand, RoCE, iWARP).
 
 pub mod shm;
+#[cfg(feature = "verbs")]
+pub mod verbs;
 
 mod error;
 mod transport;

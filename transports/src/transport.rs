@@ -131,6 +131,11 @@ pub trait Transport: Send + Sync {
     /// directly). The bytes must stay valid while peers may read them.
     fn expose(&self, ptr: *const u8, len: usize) -> Result<u64, TransportError>;
 
+    /// Ends one exposure made by [`Transport::expose`] once peers will no
+    /// longer read it (the rendezvous finished or was abandoned); a
+    /// transport that pinned or registered the bytes releases them.
+    fn unexpose(&self, key: u64);
+
     /// Copies `dst.len()` bytes from address `addr` of `peer`'s process, a
     /// buffer the peer exposed with `key` ([`Transport::expose`]): the single
     /// copy of a rendezvous transfer. Returns [`TransportError::Unsupported`]

@@ -173,12 +173,14 @@ enum Req {
     Filling(Fill),
     /// A rendezvous send waiting for the receiver's Fin or Cts, or pushing
     /// its bytes. `_owned` keeps alive the bytes `ptr` points to when the
-    /// engine copied them (active messages).
+    /// engine copied them (active messages); `key` is their exposure to the
+    /// receiver, ended by the Fin, the Cts or abandonment.
     Sending {
         ptr: *const u8,
         len: usize,
         dest: usize,
         tag: u32,
+        key: u64,
         _owned: Option<Vec<u8>>,
     },
     /// A send whose owner went away before the receiver asked for the bytes.
@@ -585,6 +587,7 @@ impl Engine {
                 len,
                 dest,
                 tag: env.tag,
+                key,
                 _owned: owned,
             },
             detached: false,
@@ -806,8 +809,9 @@ impl Engine {
                 f.then = Then::Drop;
                 entry.detached = true;
             }
-            Req::Sending { dest, .. } => {
+            Req::Sending { dest, key, .. } => {
                 let dest = *dest;
+                self.lane_of(dest).unexpose(*key);
                 entry.req = Req::Abandoned { dest };
                 entry.detached = true;
                 st.outbox.cancel(id);
@@ -849,7 +853,18 @@ impl Engine {
                 Some((
                     id,
                     Entry {
-                        req: Req::Sending { dest, .. } | Req::Abandoned { dest },
+                        req: Req::Sending { dest, key, .. },
+                        ..
+                    },
+                )) if *dest == source => {
+                    self.lane_of(source).unexpose(*key);
+                    self.send_done(st, id);
+                    Ok(())
+                }
+                Some((
+                    id,
+                    Entry {
+                        req: Req::Abandoned { dest },
                         ..
                     },
                 )) if *dest == source => {
@@ -898,10 +913,16 @@ impl Engine {
             Some((
                 id,
                 Entry {
-                    req: Req::Sending { ptr, len, dest, .. },
+                    req: Req::Sending {
+                        ptr, len, dest, key, ..
+                    },
                     ..
                 },
-            )) if *dest == source && bytes <= *len as u64 => (id, *ptr),
+            )) if *dest == source && bytes <= *len as u64 => {
+                // The receiver will not read: the sender pushes the bytes.
+                self.lane_of(source).unexpose(*key);
+                (id, *ptr)
+            }
             // The sender gave up on this send; the receiver learns it when
             // this PE exits.
             Some((

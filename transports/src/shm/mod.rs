@@ -6,7 +6,7 @@
 //! peer's heap, a get a copy out of it, an atomic a hardware atomic on the
 //! peer's memory, and a message a slot written into the peer's ring.
 
-mod process;
+pub(crate) mod process;
 pub mod ring;
 mod segment;
 
@@ -379,6 +379,9 @@ impl Transport for ShmTransport {
     fn expose(&self, _ptr: *const u8, _len: usize) -> Result<u64, TransportError> {
         Ok(0)
     }
+
+    /// Peers read process memory directly: nothing to release.
+    fn unexpose(&self, _key: u64) {}
 
     fn read_remote(
         &self,
