@@ -291,6 +291,13 @@ impl QueuePair {
         errno(rc)
     }
 
+    /// Moves the queue pair to the error state: every request in flight
+    /// completes at once with a flush error.
+    pub(super) fn break_off(&self) {
+        // SAFETY: the queue pair is live; the state change is the whole call.
+        unsafe { ffi::weft_qp_error(self.raw.as_ptr()) };
+    }
+
     /// Posts one work request.
     ///
     /// # Safety

@@ -127,6 +127,7 @@ extern "C" {
         retry: u32,
     ) -> c_int;
     pub(super) fn weft_qp_destroy(qp: *mut RawQp) -> c_int;
+    pub(super) fn weft_qp_error(qp: *mut RawQp) -> c_int;
     pub(super) fn weft_post(qp: *mut RawQp, wr: *const WorkRequest) -> c_int;
     pub(super) fn weft_post_recv(
         d: *mut RawDevice,

@@ -132,6 +132,11 @@ enum Mode {
     Wait,
 }
 
+/// The status of a [`Failure`] when the peer's process was seen to end with
+/// requests in flight (its queue pair is then moved to the error state,
+/// which flushes them).
+const PEER_EXITED: u32 = u32::MAX;
+
 /// A failed queue pair: every request from `seq` on failed.
 #[derive(Clone)]
 struct Failure {
@@ -181,13 +186,16 @@ struct State {
 }
 
 /// The verbs transport of one PE. See the [module documentation](self).
+///
+/// Dropping it destroys the queue pairs first (the kernel stops all their
+/// transfers), then releases the memory they used.
 pub struct VerbsTransport {
+    qps: Vec<QueuePair>,
     rank: usize,
     size: usize,
     state: Mutex<State>,
     /// Held by the one thread polling the receive queue.
     poll_lock: Mutex<()>,
-    qps: Vec<QueuePair>,
     peers: Vec<Peer>,
     qp_owner: HashMap<u32, usize>,
     heap: MemoryRegion,
@@ -440,7 +448,7 @@ impl VerbsTransport {
 
     /// The error for a request to `pe` that failed as `f` says.
     fn failure(&self, pe: usize, f: &Failure, op: &'static str) -> TransportError {
-        if device::WC_RETRY_EXCEEDED.contains(&f.status) {
+        if f.status == PEER_EXITED || device::WC_RETRY_EXCEEDED.contains(&f.status) {
             TransportError::PeerGone { peer: pe }
         } else {
             TransportError::Completion {
@@ -537,6 +545,31 @@ impl VerbsTransport {
         Ok(())
     }
 
+    /// Fails the queue pairs toward on-node peers whose process has ended
+    /// while requests to them are in flight: the device may never complete
+    /// those (nobody acknowledges them), so they are flushed instead.
+    fn drop_exited(&self, st: &mut State) {
+        for pe in 0..self.size {
+            let lane = &st.lanes[pe];
+            if lane.records.is_empty() || lane.failed.is_some() {
+                continue;
+            }
+            let Some(process) = &self.peers[pe].process else {
+                continue;
+            };
+            if process.alive() {
+                continue;
+            }
+            let first = lane.records.front().expect("not empty");
+            st.lanes[pe].failed = Some(Failure {
+                seq: first.seq,
+                op: first.op,
+                status: PEER_EXITED,
+            });
+            self.qps[pe].break_off();
+        }
+    }
+
     /// Waits until request `seq` on `pe`'s queue pair has retired.
     fn wait_for(&self, pe: usize, seq: u64, op: &'static str) -> Result<(), TransportError> {
         let mut backoff = Backoff::default();
@@ -555,7 +588,9 @@ impl VerbsTransport {
                     return Ok(());
                 }
             }
-            backoff.wait();
+            if backoff.wait() {
+                self.drop_exited(&mut self.state.lock());
+            }
         }
     }
 
@@ -857,7 +892,9 @@ impl Transport for VerbsTransport {
                     };
                 }
             }
-            backoff.wait();
+            if backoff.wait() {
+                self.drop_exited(&mut self.state.lock());
+            }
         }
     }
 
@@ -1037,14 +1074,6 @@ impl Transport for VerbsTransport {
     }
 }
 
-impl Drop for VerbsTransport {
-    fn drop(&mut self) {
-        // Let in-flight requests finish before their memory goes away; a
-        // failed or lost peer ends its requests with errors, so this ends.
-        let _ = self.quiet();
-    }
-}
-
 /// The packet sequence number `from` starts with toward `to`.
 fn psn(from: usize, to: usize) -> u32 {
     ((from as u32).wrapping_mul(0x9e37) ^ (to as u32).wrapping_mul(0x79b9)) & 0xff_ffff
@@ -1100,12 +1129,15 @@ struct Backoff {
 }
 
 impl Backoff {
-    fn wait(&mut self) {
+    /// Waits a little; true about every 50 ms, when it is time to check
+    /// whether the peers waited for still run.
+    fn wait(&mut self) -> bool {
         self.step += 1;
         match self.step {
             0..=32 => std::hint::spin_loop(),
             33..=1000 => std::thread::yield_now(),
             _ => std::thread::sleep(Duration::from_micros(50)),
         }
+        self.step % 1000 == 0
     }
 }

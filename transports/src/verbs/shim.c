@@ -352,6 +352,15 @@ int weft_qp_connect(struct weft_dev *d, struct ibv_qp *qp, uint32_t remote_qpn,
 	return 0;
 }
 
+/* Moves `qp` to the error state, which flushes its outstanding requests. */
+int weft_qp_error(struct ibv_qp *qp)
+{
+	struct ibv_qp_attr a;
+	memset(&a, 0, sizeof a);
+	a.qp_state = IBV_QPS_ERR;
+	return ibv_modify_qp(qp, &a, IBV_QP_STATE) ? (errno ? errno : EIO) : 0;
+}
+
 int weft_qp_destroy(struct ibv_qp *qp)
 {
 	return ibv_destroy_qp(qp);
