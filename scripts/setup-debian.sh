@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # Installs the system packages Weft builds against on Debian 12: a C
-# toolchain, pkg-config and hwloc (process placement). Pass --peers to also
-# install Open MPI (the OpenSHMEM peer of the comparison benchmarks).
+# toolchain, pkg-config and hwloc (process placement). Pass --verbs to also
+# install libibverbs and its headers (the `verbs` feature), --peers to also
+# install Open MPI and MPICH (the peers of the comparison benchmarks).
 set -euo pipefail
 pkgs=(build-essential pkg-config libhwloc-dev)
-[ "${1:-}" = "--peers" ] && pkgs+=(openmpi-bin libopenmpi-dev)
+for arg in "$@"; do
+    case $arg in
+        --verbs) pkgs+=(libibverbs-dev rdma-core ibverbs-providers) ;;
+        --peers) pkgs+=(openmpi-bin libopenmpi-dev mpich libmpich-dev) ;;
+        *) echo "setup-debian.sh: unknown option $arg" >&2; exit 2 ;;
+    esac
+done
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -163,7 +163,11 @@ mod verbs {
             Err(e) => [&[0u8][..], e.to_string().as_bytes()].concat(),
         };
         let blobs = boot_.allgather("weft-verbs", &blob).map_err(boot)?;
-        if let Some((pe, b)) = blobs.iter().enumerate().find(|(_, b)| b.first() != Some(&1)) {
+        if let Some((pe, b)) = blobs
+            .iter()
+            .enumerate()
+            .find(|(_, b)| b.first() != Some(&1))
+        {
             let why = String::from_utf8_lossy(b.get(1..).unwrap_or_default()).into_owned();
             return Err(Cause::Bootstrap(match off_node {
                 Some(far) => format!(

@@ -143,3 +143,48 @@ fn bad_configuration_is_an_init_error_naming_the_variable() {
     assert_ne!(job.code, Some(0));
     assert!(job.stderr.contains("rank 0: init:"), "{}", job.stderr);
 }
+
+#[test]
+fn an_unusable_verbs_device_fails_init_on_every_pe_with_the_reason() {
+    let env = [
+        ("WEFT_TRANSPORT", "verbs"),
+        ("WEFT_VERBS_DEVICE", "no-such-device"),
+        ("WEFT_SYMMETRIC_SIZE", "1M"),
+    ];
+    let job = run(&["-n", "2", &weft_check_arg(), "rma"], &env, "");
+    assert_ne!(job.code, Some(0), "{}", job.stdout);
+    // Built with the `verbs` feature the device is looked for and not
+    // found; without it the build says it has no verbs transport.
+    let why = [
+        "no RDMA device",
+        "no-such-device",
+        "no RDMA verbs transport",
+    ];
+    assert!(
+        job.stderr.contains("init") && why.iter().any(|w| job.stderr.contains(w)),
+        "{}",
+        job.stderr
+    );
+    assert!(leftover_segments(job.pid).is_empty());
+}
+
+#[test]
+fn pes_that_disagree_on_the_transport_fail_init_naming_the_variable() {
+    let job = run(
+        &[
+            "-n",
+            "2",
+            "sh",
+            "-c",
+            &format!(
+                "if [ \"$PMI_RANK\" = 0 ]; then export WEFT_TRANSPORT=shm; \
+                 else export WEFT_TRANSPORT=auto; fi; exec {} rma",
+                weft_check_arg()
+            ),
+        ],
+        &[("WEFT_SYMMETRIC_SIZE", "1M")],
+        "",
+    );
+    assert_ne!(job.code, Some(0), "{}", job.stdout);
+    assert!(job.stderr.contains("WEFT_TRANSPORT"), "{}", job.stderr);
+}

@@ -913,9 +913,14 @@ impl Engine {
             Some((
                 id,
                 Entry {
-                    req: Req::Sending {
-                        ptr, len, dest, key, ..
-                    },
+                    req:
+                        Req::Sending {
+                            ptr,
+                            len,
+                            dest,
+                            key,
+                            ..
+                        },
                     ..
                 },
             )) if *dest == source && bytes <= *len as u64 => {

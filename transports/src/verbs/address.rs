@@ -77,7 +77,9 @@ impl Address {
         if n != size {
             return Err(bad(&format!("{n} queue pairs for a job of {size} PEs")));
         }
-        let qpns = (0..n).map(|_| r.u32().ok_or_else(short)).collect::<Result<_, _>>()?;
+        let qpns = (0..n)
+            .map(|_| r.u32().ok_or_else(short))
+            .collect::<Result<_, _>>()?;
         if !r.0.is_empty() {
             return Err(bad("trailing bytes"));
         }
@@ -113,11 +115,13 @@ impl<'a> Reader<'a> {
     }
 
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        self.take(4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
     }
 
     fn u64(&mut self) -> Option<u64> {
-        self.take(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        self.take(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
     }
 }
 

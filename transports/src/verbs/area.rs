@@ -139,7 +139,10 @@ impl Area {
     pub(super) fn slot(&self, i: usize) -> *mut u8 {
         assert!(i < self.layout.bounce_slots);
         // SAFETY: inside the mapping.
-        unsafe { self.ptr.add(self.layout.bounce() + i * self.layout.bounce_size) }
+        unsafe {
+            self.ptr
+                .add(self.layout.bounce() + i * self.layout.bounce_size)
+        }
     }
 }
 

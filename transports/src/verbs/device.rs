@@ -169,7 +169,13 @@ impl Device {
     /// # Safety
     /// `addr..addr + len` must lie in a region registered under `lkey` and
     /// stay untouched by the program until its completion is polled.
-    pub(super) unsafe fn post_recv(&self, wr_id: u64, addr: u64, len: u32, lkey: u32) -> io::Result<()> {
+    pub(super) unsafe fn post_recv(
+        &self,
+        wr_id: u64,
+        addr: u64,
+        len: u32,
+        lkey: u32,
+    ) -> io::Result<()> {
         // SAFETY: the device is open; the caller vouches for the buffer.
         let rc = unsafe { ffi::weft_post_recv(self.raw.as_ptr(), wr_id, addr, len, lkey) };
         errno(rc)

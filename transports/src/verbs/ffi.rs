@@ -136,7 +136,11 @@ extern "C" {
         len: u32,
         lkey: u32,
     ) -> c_int;
-    pub(super) fn weft_poll(d: *mut RawDevice, recv: c_int, out: *mut Completion, n: c_int)
-        -> c_int;
+    pub(super) fn weft_poll(
+        d: *mut RawDevice,
+        recv: c_int,
+        out: *mut Completion,
+        n: c_int,
+    ) -> c_int;
     pub(super) fn weft_status_str(status: u32) -> *const c_char;
 }

@@ -107,7 +107,11 @@ enum Action {
     /// Return a bounce slot to the pool.
     Free(usize),
     /// Copy a staged get out of a bounce slot, then free it.
-    CopyOut { slot: usize, dst: usize, len: usize },
+    CopyOut {
+        slot: usize,
+        dst: usize,
+        len: usize,
+    },
     /// Drop one use of a registration (by rkey).
     Release(u32),
 }
@@ -230,7 +234,9 @@ impl VerbsTransport {
         // device's receiver-not-ready retries, never dropped).
         let credits = (512 / size.max(1)).clamp(8, 64) as u32;
         let srq_wanted = (credits as usize * size).min(4096);
-        let cq_depth = (size * SEND_DEPTH as usize).clamp(1024, 16384);
+        let cq_depth = (size * SEND_DEPTH as usize)
+            .clamp(1024, 16384)
+            .max(4 * size);
         let device = Device::open(
             options.device.as_deref(),
             options.gid_index,
@@ -357,7 +363,12 @@ impl VerbsTransport {
                 credits: u64::from(a.credits),
             });
         }
-        self.qp_owner = self.qps.iter().enumerate().map(|(pe, q)| (q.qpn, pe)).collect();
+        self.qp_owner = self
+            .qps
+            .iter()
+            .enumerate()
+            .map(|(pe, q)| (q.qpn, pe))
+            .collect();
         self.peers = peers;
         Ok(())
     }
@@ -400,10 +411,16 @@ impl VerbsTransport {
             self.release(st, action);
             return Err(self.failure(pe, &f, op));
         }
-        while st.lanes[pe].records.len() >= self.send_depth || st.outstanding >= self.cq_depth {
+        // Other requests leave room for one flush per queue pair, which
+        // therefore never waits (and never recurses into flushing).
+        let full = |st: &State| {
+            st.lanes[pe].records.len() + 1 >= self.send_depth
+                || st.outstanding + self.size >= self.cq_depth
+        };
+        while mode != Mode::Flush && full(st) {
             self.flush_tails(st)?;
             self.reap(st)?;
-            if st.lanes[pe].records.len() >= self.send_depth || st.outstanding >= self.cq_depth {
+            if full(st) {
                 std::thread::yield_now();
             }
         }
@@ -519,7 +536,9 @@ impl VerbsTransport {
                     // valid for `len` bytes until quiet (the contract of
                     // `get`), which has not returned yet since the request
                     // was outstanding.
-                    unsafe { std::ptr::copy_nonoverlapping(self.area.slot(slot), dst as *mut u8, len) };
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(self.area.slot(slot), dst as *mut u8, len)
+                    };
                 }
             }
             self.release(st, r.action);
@@ -652,7 +671,11 @@ impl VerbsTransport {
                 opcode,
                 ..Default::default()
             };
-            let mode = if done + n == len { Mode::Wait } else { Mode::Quiet };
+            let mode = if done + n == len {
+                Mode::Wait
+            } else {
+                Mode::Quiet
+            };
             last = Some(self.post(&mut st, pe, op, wr, mode, action)?);
             done += n;
         }
@@ -689,7 +712,10 @@ impl VerbsTransport {
                 ..Default::default()
             };
             // The slot is released below, after the value is read.
-            (self.post(&mut st, pe, "atomic", wr, Mode::Wait, Action::None)?, slot)
+            (
+                self.post(&mut st, pe, "atomic", wr, Mode::Wait, Action::None)?,
+                slot,
+            )
         };
         let result = self.wait_for(pe, seq, "atomic").map(|()| {
             // SAFETY: the atomic completed and wrote 8 bytes into the slot,
@@ -758,7 +784,14 @@ impl Transport for VerbsTransport {
         if src.len() > BOUNCE_SIZE {
             // The source is reusable on return: wait for the write.
             let local = src.as_ptr().cast_mut();
-            return self.transfer_sync(peer, "put", device::OP_WRITE, local, (remote, p.heap_rkey), src.len());
+            return self.transfer_sync(
+                peer,
+                "put",
+                device::OP_WRITE,
+                local,
+                (remote, p.heap_rkey),
+                src.len(),
+            );
         }
         let mut st = self.state.lock();
         let mut wr = WorkRequest {
@@ -781,7 +814,8 @@ impl Transport for VerbsTransport {
             wr.lkey = self.area.keys().1;
             Action::Free(slot)
         };
-        self.post(&mut st, peer, "put", wr, Mode::Quiet, action).map(drop)
+        self.post(&mut st, peer, "put", wr, Mode::Quiet, action)
+            .map(drop)
     }
 
     unsafe fn get(
@@ -840,7 +874,9 @@ impl Transport for VerbsTransport {
         }
         if width == AtomicWidth::W64 {
             match op {
-                AtomicOp::FetchAdd(v) => return self.atomic64(peer, offset, device::OP_FETCH_ADD, v, 0),
+                AtomicOp::FetchAdd(v) => {
+                    return self.atomic64(peer, offset, device::OP_FETCH_ADD, v, 0)
+                }
                 AtomicOp::Fetch => return self.atomic64(peer, offset, device::OP_FETCH_ADD, 0, 0),
                 AtomicOp::CompareSwap { compare, value } => {
                     return self.atomic64(peer, offset, device::OP_COMPARE_SWAP, compare, value)
@@ -851,7 +887,11 @@ impl Transport for VerbsTransport {
         // A compare-swap loop on the aligned 64-bit word holding the operand.
         let word = offset & !7;
         let shift = (offset - word) * 8;
-        let mask = if width == AtomicWidth::W64 { u64::MAX } else { 0xffff_ffff << shift };
+        let mask = if width == AtomicWidth::W64 {
+            u64::MAX
+        } else {
+            0xffff_ffff << shift
+        };
         let mut current = self.atomic64(peer, word, device::OP_FETCH_ADD, 0, 0)?;
         loop {
             let old = (current & mask) >> shift;
@@ -983,7 +1023,14 @@ impl Transport for VerbsTransport {
         if dst.is_empty() {
             return Ok(());
         }
-        self.transfer_sync(peer, "read", device::OP_READ, dst.as_mut_ptr(), (addr, rkey), dst.len())
+        self.transfer_sync(
+            peer,
+            "read",
+            device::OP_READ,
+            dst.as_mut_ptr(),
+            (addr, rkey),
+            dst.len(),
+        )
     }
 
     fn peer_alive(&self, peer: usize) -> bool {
@@ -1003,7 +1050,11 @@ impl Transport for VerbsTransport {
         }
         // Nothing in flight would reveal a lost peer: probe it with an empty
         // write, which fails after the retry timeout if nobody answers.
-        if lane.records.is_empty() && lane.last_probe.is_none_or(|t| t.elapsed() >= PROBE_INTERVAL) {
+        if lane.records.is_empty()
+            && lane
+                .last_probe
+                .is_none_or(|t| t.elapsed() >= PROBE_INTERVAL)
+        {
             st.lanes[peer].last_probe = Some(Instant::now());
             let wr = WorkRequest {
                 remote_addr: p.heap_addr,
@@ -1062,8 +1113,15 @@ impl Transport for VerbsTransport {
             let (_, lkey, _) = self.area.keys();
             // SAFETY: the buffer is back in the transport's hands: the sink
             // has returned and nothing refers to it.
-            unsafe { self.device.post_recv(wc.wr_id, self.area.recv_buffer(buffer), RECV_SIZE as u32, lkey) }
-                .map_err(|e| os("ibv_post_srq_recv", "a receive buffer", e))?;
+            unsafe {
+                self.device.post_recv(
+                    wc.wr_id,
+                    self.area.recv_buffer(buffer),
+                    RECV_SIZE as u32,
+                    lkey,
+                )
+            }
+            .map_err(|e| os("ibv_post_srq_recv", "a receive buffer", e))?;
         }
         let mut st = self.state.lock();
         for source in sources {
@@ -1141,3 +1199,6 @@ impl Backoff {
         self.step % 1000 == 0
     }
 }
+
+#[cfg(test)]
+mod tests;

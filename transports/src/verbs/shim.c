@@ -117,7 +117,11 @@ struct weft_dev *weft_open(const char *name, int gid_index, uint32_t cq_depth,
 	struct ibv_device **list = ibv_get_device_list(&n);
 	struct weft_dev *d = NULL;
 	if (!list) {
-		say(err, errlen, "ibv_get_device_list", errno);
+		if (errno == ENOSYS)
+			snprintf(err, errlen, "no RDMA device is present (the kernel's RDMA "
+					      "stack, ib_uverbs, is not loaded)");
+		else
+			say(err, errlen, "ibv_get_device_list", errno);
 		return NULL;
 	}
 	if (n == 0) {
