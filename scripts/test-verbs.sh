@@ -17,7 +17,7 @@ tests=$(cargo test --workspace --features weft/verbs --no-run --message-format=j
 # Inside: every PE reaches every other (itself included) through rxe0.
 scripts/rxe-vm run --mem 3072 --timeout 3000 -- "
     set -e
-    export WEFT_TRANSPORT=verbs WEFT_TEST_EMULATED=1
+    export WEFT_TRANSPORT=verbs WEFT_TEST_EMULATED=1 TWOSIDED_STRESS_SECONDS=10
     ibv_devices
     for t in $(echo $tests); do
         echo \"== \$t\"

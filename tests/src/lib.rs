@@ -11,6 +11,25 @@ use std::time::{Duration, Instant};
 pub const JOB_LIMIT: Duration = Duration::from_secs(120);
 
 /// The directory holding the workspace's binaries (`target/<profile>`).
+/// Whether the suite runs under software emulation (`WEFT_TEST_EMULATED`,
+/// set by `scripts/test-verbs.sh` in the Soft-RoCE VM), where it scales down
+/// iteration counts and sizes, never the kinds of operation.
+pub fn emulated() -> bool {
+    std::env::var_os("WEFT_TEST_EMULATED").is_some_and(|v| v == "1")
+}
+
+/// The rank counts to run a test at: `all`, or under emulation only the 2
+/// and 4 of them (all of them when neither is there).
+pub fn ranks(all: impl IntoIterator<Item = usize>) -> Vec<usize> {
+    let all: Vec<usize> = all.into_iter().collect();
+    let some: Vec<usize> = all.iter().copied().filter(|n| [2, 4].contains(n)).collect();
+    if emulated() && !some.is_empty() {
+        some
+    } else {
+        all
+    }
+}
+
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
     // target/<profile>/deps/<test> -> target/<profile>

@@ -5,7 +5,7 @@
 //! failures: disagreeing counts and roots, an invalid root, a rank that
 //! dies inside a collective.
 
-use weft_tests::{binary, run, scenario};
+use weft_tests::{binary, ranks, run, scenario};
 
 fn coll(args: &[&str], n: usize, env: &[(&str, &str)]) -> weft_tests::Job {
     scenario("weft-coll", args, n, env)
@@ -28,7 +28,7 @@ fn forced(k: usize) -> Vec<(String, String)> {
 
 #[test]
 fn every_collective_and_type_on_every_team() {
-    for n in 1..=4 {
+    for n in ranks(1..=4) {
         coll(&["all"], n, &[]);
     }
     for env in [
@@ -45,7 +45,7 @@ fn every_algorithm_forced_by_its_variable() {
     for k in 0..3 {
         let vars = forced(k);
         let env: Vec<(&str, &str)> = vars.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-        for n in [3, 4] {
+        for n in ranks([3, 4]) {
             coll(&["all"], n, &env);
         }
     }
@@ -53,7 +53,7 @@ fn every_algorithm_forced_by_its_variable() {
 
 #[test]
 fn nonblocking_collectives_on_several_teams_at_once() {
-    for n in 1..=4 {
+    for n in ranks(1..=4) {
         coll(&["nonblocking"], n, &[]);
     }
     coll(&["nonblocking"], 3, &[("WEFT_PROGRESS_THREAD", "1")]);
@@ -61,7 +61,7 @@ fn nonblocking_collectives_on_several_teams_at_once() {
 
 #[test]
 fn teams_used_from_two_threads_do_not_interfere() {
-    for n in [2, 4] {
+    for n in ranks([2, 4]) {
         coll(&["concurrent"], n, &[]);
     }
     coll(&["concurrent"], 3, &[("WEFT_PROGRESS_THREAD", "1")]);
@@ -69,7 +69,7 @@ fn teams_used_from_two_threads_do_not_interfere() {
 
 #[test]
 fn disagreeing_counts_and_roots_are_errors_on_every_pe() {
-    for n in 2..=4 {
+    for n in ranks(2..=4) {
         let job = coll(&["mismatch-count"], n, &[]);
         assert!(job.stdout.contains("PEs disagree"), "{}", job.stdout);
         let job = coll(&["mismatch-root"], n, &[]);
@@ -80,7 +80,7 @@ fn disagreeing_counts_and_roots_are_errors_on_every_pe() {
 
 #[test]
 fn a_rank_dying_inside_a_collective_is_named() {
-    for n in 2..=4 {
+    for n in ranks(2..=4) {
         let job = run(
             &[
                 "-n",

@@ -1,12 +1,12 @@
 //! Every one-sided operation, checked on 1, 2, 3 and 4 ranks (4 ranks
 //! oversubscribe a 2-core machine: waiting must back off).
 
-use weft_tests::{leftover_segments, scenario};
+use weft_tests::{leftover_segments, ranks, scenario};
 
 const SMALL_HEAP: &[(&str, &str)] = &[("WEFT_SYMMETRIC_SIZE", "16M")];
 
 fn on_1_to_4(name: &str) {
-    for n in 1..=4 {
+    for n in ranks(1..=4) {
         let job = scenario("weft-check", &[name], n, SMALL_HEAP);
         assert!(leftover_segments(job.pid).is_empty());
     }

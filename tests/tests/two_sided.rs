@@ -4,7 +4,7 @@
 //! rendezvous, everything eager, pushed rendezvous (no cross-memory attach)
 //! and a progress thread.
 
-use weft_tests::{binary, run, scenario};
+use weft_tests::{binary, ranks, run, scenario};
 
 const VARIANTS: &[&[(&str, &str)]] = &[
     &[],
@@ -28,7 +28,7 @@ fn pingpong_of_every_size_up_to_16_mib() {
 
 #[test]
 fn ten_thousand_outstanding_requests_with_wildcards_keep_order() {
-    for n in 2..=4 {
+    for n in ranks(2..=4) {
         twosided(&["outstanding", "11"], n, &[]);
     }
     for env in &VARIANTS[1..] {
@@ -38,7 +38,7 @@ fn ten_thousand_outstanding_requests_with_wildcards_keep_order() {
 
 #[test]
 fn active_messages_run_in_order_and_reply() {
-    for n in 2..=4 {
+    for n in ranks(2..=4) {
         for env in VARIANTS {
             twosided(&["am"], n, env);
         }
@@ -47,7 +47,7 @@ fn active_messages_run_in_order_and_reply() {
 
 #[test]
 fn probe_truncation_and_bad_arguments() {
-    for n in [2, 4] {
+    for n in ranks([2, 4]) {
         for env in VARIANTS {
             twosided(&["probe"], n, env);
             twosided(&["truncate"], n, env);
@@ -66,7 +66,7 @@ fn randomized_stress_for_30_seconds() {
 
 #[test]
 fn a_handler_calling_into_the_engine_is_refused() {
-    for n in 1..=3 {
+    for n in ranks(1..=3) {
         twosided(&["reenter"], n, &[]);
     }
 }
@@ -95,7 +95,7 @@ fn a_panicking_handler_fails_the_job_naming_it() {
 
 #[test]
 fn a_peer_that_exits_mid_exchange_is_named() {
-    for n in [2, 3, 4] {
+    for n in ranks([2, 3, 4]) {
         let job = run(
             &[
                 "-n",

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use weft::{Cause, Handler, Handlers, Source, Tag, World};
 use weft_tests::rng::Rng;
-use weft_tests::{ensure, expect_cause, finish, w, Check};
+use weft_tests::{emulated, ensure, expect_cause, finish, w, Check};
 
 /// The byte at `i` of a message identified by `id`.
 fn pattern(id: u64, i: usize) -> u8 {
@@ -159,7 +159,7 @@ fn pingpong(world: &World) -> Check {
     if partner >= n {
         return Ok(());
     }
-    let max = 16 << 20;
+    let max = if emulated() { 1 << 20 } else { 16 << 20 };
     let mut out = vec![0u8; max + 1];
     let mut inb = vec![0u8; max + 1];
     for size in sizes(max) {
@@ -241,16 +241,23 @@ fn plan(seed: u64, phase: u64, s: usize, n: usize, count: usize) -> Vec<Planned>
         .collect()
 }
 
-const PER_RANK: usize = 5000;
+/// Sends each rank has outstanding (1,000 under emulation).
+fn per_rank() -> usize {
+    if emulated() {
+        1000
+    } else {
+        5000
+    }
+}
 
-/// 10,000 outstanding operations per rank (5,000 isends and about as many
-/// irecvs), posted in a random order with wildcards; checks that every
+/// 10,000 outstanding operations per rank ([`per_rank`] isends and about as
+/// many irecvs), posted in a random order with wildcards; checks that every
 /// message arrives once, intact, and that messages of one (source, tag)
 /// reach the receives in posting order.
 fn outstanding(world: &World, seed: u64) -> Check {
     let (me, n) = (world.rank(), world.size());
     for phase in 0..2u64 {
-        let mine = plan(seed, phase, me, n, PER_RANK);
+        let mine = plan(seed, phase, me, n, per_rank());
         // Payload: source, tag, sequence within (source, dest, tag), then pattern.
         let mut next_seq: HashMap<(usize, u32), u32> = HashMap::new();
         let sends: Vec<Vec<u8>> = mine
@@ -271,7 +278,7 @@ fn outstanding(world: &World, seed: u64) -> Check {
         // (Any, Any) in phase 1.
         let mut specs: Vec<(Source, Tag)> = Vec::new();
         for s in 0..n {
-            for p in plan(seed, phase, s, n, PER_RANK)
+            for p in plan(seed, phase, s, n, per_rank())
                 .iter()
                 .filter(|p| p.dest == me)
             {
@@ -360,7 +367,7 @@ fn msg_id(source: usize, tag: u32, seq: u32) -> u64 {
 /// record order; replies carry a checksum.
 fn am(world: &World, prog: &Program) -> Check {
     let (me, n) = (world.rank(), world.size());
-    let sizes = sizes(1 << 20);
+    let sizes = sizes(if emulated() { 1 << 18 } else { 1 << 20 });
     let mut handles = Vec::new();
     let mut expected = Vec::new();
     for (seq, &size) in sizes.iter().enumerate() {
