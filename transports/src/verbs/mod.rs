@@ -957,7 +957,12 @@ impl Transport for VerbsTransport {
         }
         let p = self.peer(peer)?;
         let mut st = self.state.lock();
-        if st.lanes[peer].sent - self.area.credit_in(peer) >= p.credits {
+        // The count comes from the peer: a bad one must not underflow.
+        if st.lanes[peer]
+            .sent
+            .saturating_sub(self.area.credit_in(peer))
+            >= p.credits
+        {
             return Err(TransportError::WouldBlock { peer });
         }
         let len = 8 + payload.len();
