@@ -48,7 +48,6 @@ pub(super) const OP_COMPARE_SWAP: u32 = 4;
 /// Work request flags of `struct weft_wr`.
 pub(super) const FLAG_SIGNALED: u32 = 1;
 pub(super) const FLAG_INLINE: u32 = 2;
-pub(super) const FLAG_FENCE: u32 = 4;
 
 /// `struct weft_wr`: one work request with at most one gather element.
 #[repr(C)]

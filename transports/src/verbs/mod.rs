@@ -17,9 +17,7 @@
 //! pair (they complete in order), releasing what they held (bounce slots,
 //! registrations) and copying staged gets out. [`Transport::quiet`] posts a
 //! signaled empty write behind unsignaled tails and waits until nothing is
-//! outstanding. [`Transport::fence`] marks the next request on each queue
-//! pair with the verbs fence, which holds it until earlier reads and atomics
-//! are done (RDMA writes of one queue pair are already placed in order).
+//! outstanding; [`Transport::fence`] does the same.
 //!
 //! Messages: a message is a SEND of its 8-byte header and payload into a
 //! receive buffer of the shared receive queue, inline when small. Each PE
@@ -155,7 +153,6 @@ struct Lane {
     next_seq: u64,
     records: VecDeque<Record>,
     tail_signaled: bool,
-    fence: bool,
     failed: Option<Failure>,
     /// Messages sent to the peer.
     sent: u64,
@@ -430,9 +427,6 @@ impl VerbsTransport {
         wr.wr_id = ((pe as u64) << SEQ_BITS) | (seq & SEQ_MASK);
         if signal {
             wr.flags |= device::FLAG_SIGNALED;
-        }
-        if std::mem::take(&mut lane.fence) {
-            wr.flags |= device::FLAG_FENCE;
         }
         // SAFETY: callers pass local bytes inside a registration they keep
         // (heap, area, or one counted in `regs` and released by `action`
@@ -938,12 +932,11 @@ impl Transport for VerbsTransport {
         }
     }
 
+    /// Drains like quiet: a fence that waits is always correct, and it keeps
+    /// the verbs fence flag (on which Soft-RoCE parks the requester) out of
+    /// the picture; a 4-rank stall was once seen in CI while it was used.
     fn fence(&self) -> Result<(), TransportError> {
-        let mut st = self.state.lock();
-        for lane in &mut st.lanes {
-            lane.fence = true;
-        }
-        Ok(())
+        self.quiet()
     }
 
     fn send(&self, peer: usize, header: u64, payload: &[u8]) -> Result<(), TransportError> {

@@ -52,7 +52,7 @@ struct weft_wr {
 	uint32_t lkey;
 	uint32_t rkey;
 	uint32_t opcode; /* 0 write, 1 read, 2 send, 3 fetch-add, 4 compare-swap */
-	uint32_t flags;  /* 1 signaled, 2 inline, 4 fence */
+	uint32_t flags;  /* 1 signaled, 2 inline */
 };
 
 /* One work completion. */
@@ -383,8 +383,7 @@ int weft_post(struct ibv_qp *qp, const struct weft_wr *w)
 	wr.sg_list = &sge;
 	wr.num_sge = w->length ? 1 : 0;
 	wr.send_flags = ((w->flags & 1) ? IBV_SEND_SIGNALED : 0) |
-			((w->flags & 2) ? IBV_SEND_INLINE : 0) |
-			((w->flags & 4) ? IBV_SEND_FENCE : 0);
+			((w->flags & 2) ? IBV_SEND_INLINE : 0);
 	switch (w->opcode) {
 	case 0:
 		wr.opcode = IBV_WR_RDMA_WRITE;
