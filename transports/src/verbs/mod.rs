@@ -499,33 +499,27 @@ impl VerbsTransport {
         if !lane.records.iter().any(|r| r.seq & SEQ_MASK == seq_low) {
             return;
         }
-        let mut done = Vec::new();
-        while let Some(r) = lane.records.pop_front() {
-            let last = r.seq & SEQ_MASK == seq_low;
-            done.push(r);
-            if last {
-                break;
-            }
-        }
         // Completions come in order: the requests before the one completed
         // succeeded, and only that one can have failed.
         let ok = wc.status == device::WC_SUCCESS;
-        let last = done.last().expect("the completed request");
-        if !ok {
-            let f = lane.failed.get_or_insert(Failure {
-                seq: last.seq,
-                op: last.op,
-                status: wc.status,
-            });
-            if last.deferred && st.deferred.is_none() {
-                let f = f.clone();
-                st.deferred = Some(self.failure(pe, &f, f.op));
+        while let Some(r) = st.lanes[pe].records.pop_front() {
+            st.outstanding -= 1;
+            let last = r.seq & SEQ_MASK == seq_low;
+            if last && !ok {
+                let f = st.lanes[pe]
+                    .failed
+                    .get_or_insert(Failure {
+                        seq: r.seq,
+                        op: r.op,
+                        status: wc.status,
+                    })
+                    .clone();
+                if r.deferred && st.deferred.is_none() {
+                    st.deferred = Some(self.failure(pe, &f, f.op));
+                }
             }
-        }
-        st.outstanding -= done.len();
-        for r in done {
             if let Action::CopyOut { slot, dst, len } = r.action {
-                if ok {
+                if ok || !last {
                     // SAFETY: the read into the slot completed; `dst` is
                     // valid for `len` bytes until quiet (the contract of
                     // `get`), which has not returned yet since the request
@@ -536,6 +530,9 @@ impl VerbsTransport {
                 }
             }
             self.release(st, r.action);
+            if last {
+                break;
+            }
         }
     }
 
@@ -1076,7 +1073,7 @@ impl Transport for VerbsTransport {
             .poll(true, &mut wcs)
             .map_err(|e| os("ibv_poll_cq", "receive queue", e))?;
         let mut delivered = 0;
-        let mut sources = Vec::new();
+        let mut sources = [0usize; 32];
         let mut result = Ok(());
         for wc in &wcs[..n] {
             let buffer = wc.wr_id as usize;
@@ -1096,8 +1093,8 @@ impl Transport for VerbsTransport {
                             header,
                             payload: &bytes[8..],
                         });
+                        sources[delivered] = source;
                         delivered += 1;
-                        sources.push(source);
                     }
                     Some(source) => {
                         result = Err(TransportError::Malformed {
@@ -1122,7 +1119,7 @@ impl Transport for VerbsTransport {
             .map_err(|e| os("ibv_post_srq_recv", "a receive buffer", e))?;
         }
         let mut st = self.state.lock();
-        for source in sources {
+        for &source in &sources[..delivered] {
             st.lanes[source].consumed += 1;
             self.report_credits(&mut st, source)?;
         }
