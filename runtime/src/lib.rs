@@ -28,7 +28,6 @@ pub mod pmi;
 
 mod am;
 mod amo;
-mod backoff;
 mod bootstrap;
 mod error;
 mod p2p;

@@ -25,29 +25,31 @@ pub(crate) struct Wiring {
     pub route: Vec<u8>,
     /// This PE's heap: address and length.
     pub heap: (usize, usize),
-    /// PEs of the job on this node, this one included.
-    pub on_node: usize,
+    /// More PEs on this node than it has cores: waits yield at once.
+    pub oversubscribed: bool,
 }
 
-fn boot(e: String) -> Cause {
+fn bootstrap_error(e: String) -> Cause {
     Cause::Bootstrap(e)
 }
 
 /// Connects this PE (`rank` of `size`) to every PE of the job.
-pub(crate) fn connect(boot_: &mut Bootstrap, config: &Config) -> Result<Wiring, Cause> {
-    let (rank, size) = (boot_.rank(), boot_.size());
+pub(crate) fn connect(boot: &mut Bootstrap, config: &Config) -> Result<Wiring, Cause> {
+    let (rank, size) = (boot.rank(), boot.size());
     let layout = SegmentLayout {
         nranks: size,
         heap_size: config.symmetric_size,
     };
-    let segment = Arc::new(create_segment(boot_.job(), rank, layout)?);
+    let segment = Arc::new(create_segment(boot.job(), rank, layout)?);
     let mut shm = ShmTransport::new(segment.clone(), rank, layout);
     if config.single_copy {
         shm.allow_peer_reads();
     }
     let mut hello = vec![choice_byte(config.transport)];
     hello.extend_from_slice(&shm.address());
-    let hellos = boot_.allgather("weft-hello", &hello).map_err(boot)?;
+    let hellos = boot
+        .allgather("weft-hello", &hello)
+        .map_err(bootstrap_error)?;
     let mut addresses = Vec::with_capacity(size);
     for (pe, h) in hellos.iter().enumerate() {
         let (&c, address) = h.split_first().unwrap_or((&0, &[]));
@@ -67,12 +69,17 @@ pub(crate) fn connect(boot_: &mut Bootstrap, config: &Config) -> Result<Wiring, 
         Err(e) => format!("{e}"),
         Ok(()) => String::new(),
     };
-    agree(boot_, "weft-shm-connected", &status)?;
+    agree(boot, "weft-shm-connected", &status)?;
     // Every on-node peer has mapped our segment: drop its name so that
     // nothing is left in /dev/shm whatever happens next.
     shm.unlink()?;
     let (heap_ptr, heap_len) = shm.local_heap();
-    let on_node = (0..size).filter(|&pe| shm.reaches(pe)).count();
+    // The node's cores, not this process's affinity: a launcher that binds
+    // each rank to one core does not oversubscribe.
+    // SAFETY: sysconf only reads a system setting.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    let cores = usize::try_from(online).unwrap_or(1).max(1);
+    let oversubscribed = (0..size).filter(|&pe| shm.reaches(pe)).count() > cores;
     let off_node = (0..size).find(|&pe| !shm.reaches(pe));
     let (lanes, route): (Vec<Box<dyn Transport>>, Vec<u8>) = match (config.transport, off_node) {
         (TransportChoice::Shm, Some(pe)) => {
@@ -81,11 +88,18 @@ pub(crate) fn connect(boot_: &mut Bootstrap, config: &Config) -> Result<Wiring, 
             )))
         }
         (TransportChoice::Verbs, _) => (
-            vec![verbs::connect(boot_, config, segment, layout, off_node)?],
+            vec![verbs::connect(
+                boot,
+                config,
+                segment,
+                layout,
+                off_node,
+                oversubscribed,
+            )?],
             vec![0; size],
         ),
         (TransportChoice::Auto, Some(_)) => {
-            let verbs = verbs::connect(boot_, config, segment, layout, off_node)?;
+            let verbs = verbs::connect(boot, config, segment, layout, off_node, oversubscribed)?;
             let route = (0..size).map(|pe| u8::from(!shm.reaches(pe))).collect();
             (vec![Box::new(shm), verbs], route)
         }
@@ -95,14 +109,16 @@ pub(crate) fn connect(boot_: &mut Bootstrap, config: &Config) -> Result<Wiring, 
         lanes,
         route,
         heap: (heap_ptr as usize, heap_len),
-        on_node,
+        oversubscribed,
     })
 }
 
 /// Publishes this PE's `status` (empty: fine) and fails every PE with the
 /// first PE's complaint, if any.
-fn agree(boot_: &mut Bootstrap, key: &str, status: &str) -> Result<(), Cause> {
-    let statuses = boot_.allgather(key, status.as_bytes()).map_err(boot)?;
+fn agree(boot: &mut Bootstrap, key: &str, status: &str) -> Result<(), Cause> {
+    let statuses = boot
+        .allgather(key, status.as_bytes())
+        .map_err(bootstrap_error)?;
     match statuses.iter().enumerate().find(|(_, s)| !s.is_empty()) {
         Some((pe, s)) => Err(Cause::Bootstrap(format!(
             "PE {pe} could not connect: {}",
@@ -137,7 +153,7 @@ mod verbs {
     use weft_transport::verbs::{VerbsOptions, VerbsTransport};
     use weft_transport::Transport;
 
-    use super::{agree, boot};
+    use super::{agree, bootstrap_error};
     use crate::bootstrap::Bootstrap;
     use crate::config::Config;
     use crate::error::Cause;
@@ -146,23 +162,27 @@ mod verbs {
     /// the queue pairs up. A PE that cannot open its device publishes why
     /// instead of an address, and every PE fails with that reason.
     pub(super) fn connect(
-        boot_: &mut Bootstrap,
+        boot: &mut Bootstrap,
         config: &Config,
         segment: Arc<Segment>,
         layout: SegmentLayout,
         off_node: Option<usize>,
+        oversubscribed: bool,
     ) -> Result<Box<dyn Transport>, Cause> {
-        let (rank, size) = (boot_.rank(), boot_.size());
+        let (rank, size) = (boot.rank(), boot.size());
         let options = VerbsOptions {
             device: config.verbs_device.clone(),
             gid_index: config.verbs_gid_index,
+            oversubscribed,
         };
         let opened = VerbsTransport::open(segment, layout, rank, size, &options);
         let blob = match &opened {
             Ok(v) => [&[1u8][..], &v.address()].concat(),
             Err(e) => [&[0u8][..], e.to_string().as_bytes()].concat(),
         };
-        let blobs = boot_.allgather("weft-verbs", &blob).map_err(boot)?;
+        let blobs = boot
+            .allgather("weft-verbs", &blob)
+            .map_err(bootstrap_error)?;
         if let Some((pe, b)) = blobs
             .iter()
             .enumerate()
@@ -182,7 +202,7 @@ mod verbs {
             Err(e) => format!("{e}"),
             Ok(()) => String::new(),
         };
-        agree(boot_, "weft-verbs-connected", &status)?;
+        agree(boot, "weft-verbs-connected", &status)?;
         Ok(Box::new(verbs))
     }
 }
@@ -206,6 +226,7 @@ mod verbs {
         _segment: Arc<Segment>,
         _layout: SegmentLayout,
         off_node: Option<usize>,
+        _oversubscribed: bool,
     ) -> Result<Box<dyn Transport>, Cause> {
         Err(Cause::Bootstrap(match off_node {
             Some(pe) => format!(

@@ -62,15 +62,10 @@ impl World {
         let (rank, size) = (boot.rank(), boot.size());
         let wiring = wiring::connect(&mut boot, &config).map_err(|c| fail(rank, c))?;
         agree_on_handlers(&mut boot, &handlers).map_err(|c| fail(rank, c))?;
-        // The node's cores, not this process's affinity: a launcher that
-        // binds each rank to one core does not oversubscribe.
-        // SAFETY: sysconf only reads a system setting.
-        let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-        let cores = usize::try_from(online).unwrap_or(1).max(1);
         let settings = Settings {
             eager_limit: config.eager_limit,
             single_copy: config.single_copy,
-            oversubscribed: wiring.on_node > cores,
+            oversubscribed: wiring.oversubscribed,
         };
         let heap = wiring.heap;
         let engine = Arc::new(Engine::new(

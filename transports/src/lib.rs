@@ -14,6 +14,7 @@
 //! atomics are hardware atomics on the mapped memory) and, with the `verbs`
 //! feature, [`verbs`] (RDMA over libibverbs: InfiniBand, RoCE, iWARP).
 
+pub mod backoff;
 pub mod shm;
 #[cfg(feature = "verbs")]
 pub mod verbs;

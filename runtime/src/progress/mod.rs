@@ -37,12 +37,12 @@ use parking_lot::{Mutex, MutexGuard};
 use weft_transport::{Transport, TransportError};
 
 use crate::am::{AmContext, Handlers};
-use crate::backoff::Backoff;
 use crate::error::{Cause, Error, Result};
 use crate::p2p::{Status, Tag};
 use outbox::{cont_header, Bytes, Out, Outbox};
 pub(crate) use slab::Id;
 use slab::Slab;
+use weft_transport::backoff::Backoff;
 use wire::{Class, Envelope, Kind, Rts};
 
 thread_local! {

@@ -54,6 +54,7 @@ use parking_lot::Mutex;
 use self::address::Address;
 use self::area::{Area, Layout};
 use self::device::{Completion, Device, Endpoint, MemoryRegion, QueuePair, WorkRequest};
+use crate::backoff::Backoff;
 use crate::shm::{node_id, process::PeerProcess, Segment, SegmentLayout};
 use crate::{AtomicOp, AtomicWidth, Caps, Message, Transport, TransportError};
 
@@ -74,6 +75,8 @@ const MAX_TRANSFER: usize = 1 << 30;
 /// Bits of a work request id holding the sequence number; the peer is above.
 const SEQ_BITS: u32 = 40;
 const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+/// How often waits check whether on-node peers with requests in flight still run.
+const EXITED_CHECK: Duration = Duration::from_millis(50);
 /// How often an idle peer on another node is probed while someone waits on it.
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -84,6 +87,8 @@ pub struct VerbsOptions {
     pub device: Option<String>,
     /// GID table index on RoCE ports; the first IPv4-mapped (RoCE v2) GID when `None`.
     pub gid_index: Option<u32>,
+    /// More PEs than cores on this node: waits yield at once instead of spinning.
+    pub oversubscribed: bool,
 }
 
 /// What a peer looks like once connected.
@@ -206,6 +211,7 @@ pub struct VerbsTransport {
     send_depth: usize,
     cq_depth: usize,
     inline_cap: usize,
+    oversubscribed: bool,
     device: Arc<Device>,
     /// Keeps the heap's mapping alive as long as its registration.
     _segment: Arc<Segment>,
@@ -298,6 +304,7 @@ impl VerbsTransport {
             send_depth,
             cq_depth,
             inline_cap,
+            oversubscribed: options.oversubscribed,
             device,
             _segment: segment,
         })
@@ -406,7 +413,7 @@ impl VerbsTransport {
         if let Some(f) = &st.lanes[pe].failed {
             let f = f.clone();
             self.release(st, action);
-            return Err(self.failure(pe, &f, op));
+            return Err(self.failure(pe, &f));
         }
         // Other requests leave room for one flush per queue pair, which
         // therefore never waits (and never recurses into flushing).
@@ -458,13 +465,13 @@ impl VerbsTransport {
     }
 
     /// The error for a request to `pe` that failed as `f` says.
-    fn failure(&self, pe: usize, f: &Failure, op: &'static str) -> TransportError {
+    fn failure(&self, pe: usize, f: &Failure) -> TransportError {
         if f.status == PEER_EXITED || device::WC_RETRY_EXCEEDED.contains(&f.status) {
             TransportError::PeerGone { peer: pe }
         } else {
             TransportError::Completion {
                 peer: pe,
-                op: if f.op == op { op } else { f.op },
+                op: f.op,
                 status: device::status_text(f.status),
             }
         }
@@ -493,7 +500,7 @@ impl VerbsTransport {
     fn retire(&self, st: &mut State, wc: &Completion) {
         let pe = (wc.wr_id >> SEQ_BITS) as usize;
         let seq_low = wc.wr_id & SEQ_MASK;
-        let Some(lane) = st.lanes.get_mut(pe) else {
+        let Some(lane) = st.lanes.get(pe) else {
             return;
         };
         if !lane.records.iter().any(|r| r.seq & SEQ_MASK == seq_low) {
@@ -515,7 +522,7 @@ impl VerbsTransport {
                     })
                     .clone();
                 if r.deferred && st.deferred.is_none() {
-                    st.deferred = Some(self.failure(pe, &f, f.op));
+                    st.deferred = Some(self.failure(pe, &f));
                 }
             }
             if let Action::CopyOut { slot, dst, len } = r.action {
@@ -580,28 +587,43 @@ impl VerbsTransport {
         }
     }
 
-    /// Waits until request `seq` on `pe`'s queue pair has retired.
-    fn wait_for(&self, pe: usize, seq: u64, op: &'static str) -> Result<(), TransportError> {
-        let mut backoff = Backoff::default();
+    /// Reaps completions until `done` gives an answer, backing off between
+    /// tries and flushing queue pairs toward exited peers every
+    /// [`EXITED_CHECK`].
+    fn wait<T>(
+        &self,
+        mut done: impl FnMut(&mut State) -> Result<Option<T>, TransportError>,
+    ) -> Result<T, TransportError> {
+        let mut backoff = Backoff::new(self.oversubscribed);
+        let mut checked = Instant::now();
         loop {
             {
                 let mut st = self.state.lock();
                 self.reap(&mut st)?;
-                let lane = &st.lanes[pe];
-                if let Some(f) = lane.failed.as_ref().filter(|f| f.seq <= seq) {
-                    let e = self.failure(pe, f, op);
-                    if st.lanes[pe].retired() > seq {
-                        return Err(e);
-                    }
+                if let Some(v) = done(&mut st)? {
+                    return Ok(v);
                 }
-                if lane.retired() > seq {
-                    return Ok(());
+                if checked.elapsed() >= EXITED_CHECK {
+                    self.drop_exited(&mut st);
+                    checked = Instant::now();
                 }
             }
-            if backoff.wait() {
-                self.drop_exited(&mut self.state.lock());
-            }
+            backoff.snooze();
         }
+    }
+
+    /// Waits until request `seq` on `pe`'s queue pair has retired.
+    fn wait_for(&self, pe: usize, seq: u64) -> Result<(), TransportError> {
+        self.wait(|st| {
+            let lane = &st.lanes[pe];
+            if lane.retired() <= seq {
+                return Ok(None);
+            }
+            match lane.failed.as_ref().filter(|f| f.seq <= seq) {
+                Some(f) => Err(self.failure(pe, f)),
+                None => Ok(Some(())),
+            }
+        })
     }
 
     /// A bounce slot, reaping (and flushing tails) until one is free.
@@ -671,7 +693,7 @@ impl VerbsTransport {
             done += n;
         }
         match last {
-            Some(seq) => self.wait_for(pe, seq, op),
+            Some(seq) => self.wait_for(pe, seq),
             None => Ok(()),
         }
     }
@@ -708,7 +730,7 @@ impl VerbsTransport {
                 slot,
             )
         };
-        let result = self.wait_for(pe, seq, "atomic").map(|()| {
+        let result = self.wait_for(pe, seq).map(|()| {
             // SAFETY: the atomic completed and wrote 8 bytes into the slot,
             // which nobody else uses until it is freed below.
             unsafe { (self.area.slot(slot) as *const u64).read() }
@@ -910,23 +932,13 @@ impl Transport for VerbsTransport {
     }
 
     fn quiet(&self) -> Result<(), TransportError> {
-        let mut backoff = Backoff::default();
-        loop {
-            {
-                let mut st = self.state.lock();
-                self.reap(&mut st)?;
-                self.flush_tails(&mut st)?;
-                if st.lanes.iter().all(|l| l.records.is_empty()) {
-                    return match st.deferred.take() {
-                        Some(e) => Err(e),
-                        None => Ok(()),
-                    };
-                }
+        self.wait(|st| {
+            self.flush_tails(st)?;
+            if !st.lanes.iter().all(|l| l.records.is_empty()) {
+                return Ok(None);
             }
-            if backoff.wait() {
-                self.drop_exited(&mut self.state.lock());
-            }
-        }
+            st.deferred.take().map_or(Ok(Some(())), Err)
+        })
     }
 
     /// Drains like quiet: a fence that waits is always correct, and it keeps
@@ -1173,27 +1185,3 @@ fn unregister(st: &mut State, rkey: u32) {
         st.by_range.remove(&(r.mr.addr, r.mr.len));
     }
 }
-
-/// Waiting inside the transport: spins briefly, then yields, then sleeps a
-/// little, so that oversubscribed PEs let their peers run.
-#[derive(Default)]
-struct Backoff {
-    step: u32,
-}
-
-impl Backoff {
-    /// Waits a little; true about every 50 ms, when it is time to check
-    /// whether the peers waited for still run.
-    fn wait(&mut self) -> bool {
-        self.step += 1;
-        match self.step {
-            0..=32 => std::hint::spin_loop(),
-            33..=1000 => std::thread::yield_now(),
-            _ => std::thread::sleep(Duration::from_micros(50)),
-        }
-        self.step % 1000 == 0
-    }
-}
-
-#[cfg(test)]
-mod tests;

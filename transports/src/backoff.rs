@@ -1,5 +1,6 @@
 //! Waiting that backs off: spin, then yield, then sleep, so that ranks that
-//! outnumber the cores still make progress.
+//! outnumber the cores still make progress. Used by the runtime's waits and
+//! by transports that wait for their own completions.
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,7 @@ const YIELD_FOR: Duration = Duration::from_millis(2);
 const MAX_SLEEP_US: u64 = 200;
 
 /// One waiter's back-off state; call [`Backoff::snooze`] after each failed check.
-pub(crate) struct Backoff {
+pub struct Backoff {
     /// Spins left before yielding.
     spins: u32,
     step: u32,
@@ -24,7 +25,7 @@ impl Backoff {
     /// A waiter that spins a little before yielding, or, when the PEs
     /// outnumber the cores (`oversubscribed`), yields at once: spinning
     /// then only keeps the core from the peer being waited for.
-    pub(crate) fn new(oversubscribed: bool) -> Backoff {
+    pub fn new(oversubscribed: bool) -> Backoff {
         Backoff {
             spins: if oversubscribed { 0 } else { SPINS },
             step: 0,
@@ -34,14 +35,14 @@ impl Backoff {
     }
 
     /// Whether the waiter has reached the sleeping stage (a long wait).
-    pub(crate) fn is_sleeping(&self) -> bool {
+    pub fn is_sleeping(&self) -> bool {
         self.sleeps > 0
     }
 
     /// Waits a little longer each time: busy spins first (unless
     /// oversubscribed), then `sched_yield` for 2 ms, then sleeps that double
     /// up to 200 µs.
-    pub(crate) fn snooze(&mut self) {
+    pub fn snooze(&mut self) {
         if self.step < self.spins {
             for _ in 0..(1u32 << (self.step / 8)) {
                 std::hint::spin_loop();
