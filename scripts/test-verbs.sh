@@ -22,7 +22,10 @@ scripts/rxe-vm run --mem 3072 --timeout 3000 -- "
     for t in $(echo $tests); do
         echo \"== \$t\"
         case \$t in
-            */weft_transport-*) \$t --ignored --test-threads=1 verbs ;;
+            */weft_transport-*)
+                \$t --ignored --test-threads=1 verbs | tee /tmp/verbs-tests
+                grep -q '^test result: ok' /tmp/verbs-tests && grep -q '^test verbs::' /tmp/verbs-tests ||
+                    { echo 'test-verbs: the verbs transport tests failed or did not run'; exit 1; } ;;
             *) \$t --test-threads=1 ;;
         esac
     done

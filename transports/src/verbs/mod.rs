@@ -1185,3 +1185,6 @@ fn unregister(st: &mut State, rkey: u32) {
         st.by_range.remove(&(r.mr.addr, r.mr.len));
     }
 }
+
+#[cfg(test)]
+mod tests;
