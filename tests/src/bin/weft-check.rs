@@ -58,6 +58,22 @@ fn main() -> ExitCode {
             Ok(())
         }
         "stdin" => stdin(&world),
+        "kill-launcher" => {
+            // Under a multi-node weftrun the parent is the node's agent.
+            w(world.barrier_all()).unwrap();
+            if world.rank() == world.size() - 1 {
+                // SAFETY: kill only sends a signal.
+                unsafe { libc::kill(libc::getppid(), libc::SIGKILL) };
+            }
+            std::thread::sleep(std::time::Duration::from_secs(60));
+            Ok(())
+        }
+        "env" => {
+            let name = std::env::args().nth(2).unwrap_or_default();
+            let value = std::env::var(&name).unwrap_or_else(|_| "<unset>".into());
+            println!("rank {}: {name}={value}", world.rank());
+            w(world.barrier_all())
+        }
         other => Err(format!("unknown scenario {other:?}")),
     };
     finish(&world, &scenario, result)

@@ -1,5 +1,7 @@
-//! The PMI-1 server weftrun runs for its ranks: one thread per rank's socket,
-//! one key-value space and one barrier shared by all.
+//! The PMI-1 server weftrun runs for the ranks of one node: one thread per
+//! rank's socket, one key-value space and one barrier shared by all. On a
+//! multi-node job the node's agent passes each barrier up to the controller
+//! (an [`Uplink`]) with the pairs its ranks put, and gets back everyone's.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -10,42 +12,83 @@ use crossbeam::channel::Sender;
 use parking_lot::{Condvar, Mutex};
 use weft::pmi::wire::{Line, KEYLEN_MAX, KVSNAME_MAX, MAX_LINE, VALLEN_MAX};
 
-use crate::Event;
+use crate::node::Event;
 
-/// State shared by the ranks' server threads.
+/// Completes a barrier across nodes: takes the pairs put on this node since
+/// the last barrier and returns those put on every node.
+pub trait Uplink: Send + Sync {
+    fn exchange(&self, fresh: Vec<(String, String)>) -> Result<Vec<(String, String)>, String>;
+}
+
+/// State shared by the node's server threads.
 pub struct Kvs {
     name: String,
+    /// Ranks in the job.
     size: usize,
+    /// Ranks served here.
+    local: usize,
+    uplink: Option<Box<dyn Uplink>>,
     state: Mutex<KvsState>,
     barrier_done: Condvar,
 }
 
 struct KvsState {
     pairs: HashMap<String, String>,
+    /// Pairs put since the last barrier, for the uplink.
+    fresh: Vec<(String, String)>,
     arrived: usize,
     generation: u64,
+    failed: Option<String>,
 }
 
 impl Kvs {
-    pub fn new(name: String, size: usize) -> Arc<Kvs> {
+    /// The key-value space `name` of a job of `size` ranks, `local` of them
+    /// served here; `uplink` joins the barriers of the other nodes.
+    pub fn new(
+        name: String,
+        size: usize,
+        local: usize,
+        uplink: Option<Box<dyn Uplink>>,
+    ) -> Arc<Kvs> {
         Arc::new(Kvs {
             name,
             size,
+            local,
+            uplink,
             state: Mutex::new(KvsState {
                 pairs: HashMap::new(),
+                fresh: Vec::new(),
                 arrived: 0,
                 generation: 0,
+                failed: None,
             }),
             barrier_done: Condvar::new(),
         })
     }
 
-    fn barrier(&self) {
+    fn put(&self, key: &str, value: &str) {
+        let mut s = self.state.lock();
+        if self.uplink.is_some() {
+            s.fresh.push((key.into(), value.into()));
+        }
+        s.pairs.insert(key.into(), value.into());
+    }
+
+    fn barrier(&self) -> Result<(), String> {
         let mut s = self.state.lock();
         let gen = s.generation;
         s.arrived += 1;
-        if s.arrived == self.size {
+        if s.arrived == self.local {
             s.arrived = 0;
+            if let Some(up) = &self.uplink {
+                // Every local rank waits in this barrier, so nothing else
+                // needs the lock while the other nodes are heard from.
+                let fresh = std::mem::take(&mut s.fresh);
+                match up.exchange(fresh) {
+                    Ok(all) => s.pairs.extend(all),
+                    Err(e) => s.failed = Some(e),
+                }
+            }
             s.generation += 1;
             self.barrier_done.notify_all();
         } else {
@@ -53,6 +96,7 @@ impl Kvs {
                 self.barrier_done.wait(&mut s);
             }
         }
+        s.failed.clone().map_or(Ok(()), Err)
     }
 }
 
@@ -122,7 +166,7 @@ fn answer(rank: usize, l: &Line, kvs: &Kvs, events: &Sender<Event>) -> Option<Li
             if key.len() > KEYLEN_MAX || value.len() > VALLEN_MAX {
                 return bad("put_result", "key or value too long");
             }
-            kvs.state.lock().pairs.insert(key.into(), value.into());
+            kvs.put(key, value);
             Line::new("put_result").with("rc", 0).with("msg", "success")
         }
         "get" => {
@@ -137,10 +181,10 @@ fn answer(rank: usize, l: &Line, kvs: &Kvs, events: &Sender<Event>) -> Option<Li
                 None => return bad("get_result", &format!("key {key} not found")),
             }
         }
-        "barrier_in" => {
-            kvs.barrier();
-            Line::new("barrier_out").with("rc", 0)
-        }
+        "barrier_in" => match kvs.barrier() {
+            Ok(()) => Line::new("barrier_out").with("rc", 0),
+            Err(e) => return bad("barrier_out", &e),
+        },
         "finalize" => Line::new("finalize_ack").with("rc", 0),
         "abort" => {
             let code = l.get("exitcode").and_then(|c| c.parse().ok()).unwrap_or(1);
