@@ -83,11 +83,52 @@ pub struct Job {
     pub elapsed: Duration,
 }
 
+/// Under `WEFT_TEST_HOSTS=A,B` (with `WEFT_TEST_PORT` and
+/// `WEFT_TEST_SECRET_FILE`; `scripts/test-verbs.sh` sets them in its pair of
+/// VMs), a job of `-n N` ranks with N of two or more runs on both hosts:
+/// ranks 0 .. ceil(N/2) on A, where the test runs, the others on B, whose
+/// agent joins by hand. Other jobs are left as they are.
+pub fn spread(args: &[&str]) -> Vec<String> {
+    let owned = || args.iter().map(|a| a.to_string()).collect();
+    let (Ok(hosts), Ok(port), Ok(secret)) = (
+        std::env::var("WEFT_TEST_HOSTS"),
+        std::env::var("WEFT_TEST_PORT"),
+        std::env::var("WEFT_TEST_SECRET_FILE"),
+    ) else {
+        return owned();
+    };
+    let Some((a, b)) = hosts.split_once(',') else {
+        panic!("WEFT_TEST_HOSTS={hosts:?} is not two hosts A,B");
+    };
+    let n = match args {
+        ["-n", n, ..] => n.parse::<usize>().expect("-n takes a number"),
+        _ => return owned(),
+    };
+    if n < 2 {
+        return owned();
+    }
+    let first = n.div_ceil(2);
+    let mut out: Vec<String> = [
+        "--hosts".to_string(),
+        format!("{a}:{first},{b}:{}", n - first),
+        "--launcher".into(),
+        "manual".into(),
+        "--port".into(),
+        port,
+        "--secret-file".into(),
+        secret,
+    ]
+    .into();
+    out.extend(args[2..].iter().map(|a| a.to_string()));
+    out
+}
+
 /// Runs `weftrun ARGS...` with `env` added, feeding `stdin`; fails the test
-/// if it runs longer than [`JOB_LIMIT`].
+/// if it runs longer than [`JOB_LIMIT`]. Jobs are spread over two hosts
+/// under `WEFT_TEST_HOSTS` (see [`spread`]).
 pub fn run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Job {
     let mut cmd = Command::new(weftrun());
-    cmd.args(args)
+    cmd.args(spread(args))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -75,10 +75,17 @@ const MAX_TRANSFER: usize = 1 << 30;
 /// Bits of a work request id holding the sequence number; the peer is above.
 const SEQ_BITS: u32 = 40;
 const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
-/// How often waits check whether on-node peers with requests in flight still run.
-const EXITED_CHECK: Duration = Duration::from_millis(50);
+/// How often waits look for peers with requests in flight that can no
+/// longer answer.
+const UNREACHABLE_CHECK: Duration = Duration::from_millis(50);
 /// How often an idle peer on another node is probed while someone waits on it.
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a signaled request to a peer on another node may go without a
+/// completion before the peer counts as gone. The queue pairs' own retry
+/// budget (timeout 16, 7 retries: about 2 s) should report a silent peer
+/// first; some devices (Soft-RoCE among them) never complete requests to a
+/// queue pair that was destroyed, so this bounds the wait.
+const RESPONSE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Which device and GID to use (`WEFT_VERBS_DEVICE`, `WEFT_VERBS_GID_INDEX`).
 #[derive(Clone, Debug, Default)]
@@ -123,6 +130,9 @@ struct Record {
     seq: u64,
     op: &'static str,
     action: Action,
+    /// When a signaled request was posted (unsignaled ones expect no
+    /// completion of their own).
+    signaled_at: Option<Instant>,
     /// A failure is reported by the next quiet (nobody waits for it).
     deferred: bool,
 }
@@ -143,6 +153,14 @@ enum Mode {
 /// requests in flight (its queue pair is then moved to the error state,
 /// which flushes them).
 const PEER_EXITED: u32 = u32::MAX;
+/// The status of a [`Failure`] when a peer on another node left a signaled
+/// request unanswered for [`RESPONSE_LIMIT`].
+const PEER_SILENT: u32 = u32::MAX - 1;
+
+/// Whether a failure with `status` means the peer is gone.
+fn gone(status: u32) -> bool {
+    status == PEER_EXITED || status == PEER_SILENT || device::WC_RETRY_EXCEEDED.contains(&status)
+}
 
 /// A failed queue pair: every request from `seq` on failed.
 #[derive(Clone)]
@@ -449,6 +467,7 @@ impl VerbsTransport {
             seq,
             op,
             action,
+            signaled_at: signal.then(Instant::now),
             deferred: mode != Mode::Wait,
         });
         st.outstanding += 1;
@@ -466,7 +485,7 @@ impl VerbsTransport {
 
     /// The error for a request to `pe` that failed as `f` says.
     fn failure(&self, pe: usize, f: &Failure) -> TransportError {
-        if f.status == PEER_EXITED || device::WC_RETRY_EXCEEDED.contains(&f.status) {
+        if gone(f.status) {
             TransportError::PeerGone { peer: pe }
         } else {
             TransportError::Completion {
@@ -562,34 +581,51 @@ impl VerbsTransport {
         Ok(())
     }
 
-    /// Fails the queue pairs toward on-node peers whose process has ended
-    /// while requests to them are in flight: the device may never complete
-    /// those (nobody acknowledges them), so they are flushed instead.
-    fn drop_exited(&self, st: &mut State) {
+    /// Fails the queue pairs toward peers that can no longer answer: an
+    /// on-node peer whose process ended with requests in flight, or a peer
+    /// on another node that left a signaled request unanswered for
+    /// [`RESPONSE_LIMIT`]. The queue pair moves to the error state, which
+    /// flushes what it still holds.
+    fn drop_unreachable(&self, st: &mut State) {
         for pe in 0..self.size {
-            let lane = &st.lanes[pe];
-            if lane.records.is_empty() || lane.failed.is_some() {
-                continue;
-            }
-            let Some(process) = &self.peers[pe].process else {
-                continue;
-            };
-            if process.alive() {
-                continue;
-            }
-            let first = lane.records.front().expect("not empty");
-            st.lanes[pe].failed = Some(Failure {
-                seq: first.seq,
-                op: first.op,
-                status: PEER_EXITED,
-            });
-            self.qps[pe].break_off();
+            self.drop_if_unreachable(st, pe);
         }
     }
 
+    fn drop_if_unreachable(&self, st: &mut State, pe: usize) {
+        let lane = &st.lanes[pe];
+        let Some(first) = lane.records.front() else {
+            return;
+        };
+        if lane.failed.is_some() {
+            return;
+        }
+        let status = match &self.peers[pe].process {
+            Some(process) if !process.alive() => PEER_EXITED,
+            Some(_) => return,
+            None => {
+                let silent = lane
+                    .records
+                    .iter()
+                    .find_map(|r| r.signaled_at)
+                    .is_some_and(|t| t.elapsed() >= RESPONSE_LIMIT);
+                if !silent {
+                    return;
+                }
+                PEER_SILENT
+            }
+        };
+        st.lanes[pe].failed = Some(Failure {
+            seq: first.seq,
+            op: first.op,
+            status,
+        });
+        self.qps[pe].break_off();
+    }
+
     /// Reaps completions until `done` gives an answer, backing off between
-    /// tries and flushing queue pairs toward exited peers every
-    /// [`EXITED_CHECK`].
+    /// tries and failing queue pairs toward unreachable peers every
+    /// [`UNREACHABLE_CHECK`].
     fn wait<T>(
         &self,
         mut done: impl FnMut(&mut State) -> Result<Option<T>, TransportError>,
@@ -603,8 +639,8 @@ impl VerbsTransport {
                 if let Some(v) = done(&mut st)? {
                     return Ok(v);
                 }
-                if checked.elapsed() >= EXITED_CHECK {
-                    self.drop_exited(&mut st);
+                if checked.elapsed() >= UNREACHABLE_CHECK {
+                    self.drop_unreachable(&mut st);
                     checked = Instant::now();
                 }
             }
@@ -1051,13 +1087,15 @@ impl Transport for VerbsTransport {
         if self.reap(&mut st).is_err() {
             return false;
         }
+        self.drop_if_unreachable(&mut st, peer);
         let lane = &st.lanes[peer];
         if let Some(f) = &lane.failed {
-            return !device::WC_RETRY_EXCEEDED.contains(&f.status);
+            return !gone(f.status);
         }
-        // Nothing in flight would reveal a lost peer: probe it with an empty
-        // write, which fails after the retry timeout if nobody answers.
-        if lane.records.is_empty()
+        // Nothing in flight expects an answer that would reveal a lost peer:
+        // probe it with an empty signaled write, which fails after the retry
+        // timeout (or RESPONSE_LIMIT) if nobody answers.
+        if lane.records.iter().all(|r| r.signaled_at.is_none())
             && lane
                 .last_probe
                 .is_none_or(|t| t.elapsed() >= PROBE_INTERVAL)
