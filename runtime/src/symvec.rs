@@ -260,7 +260,7 @@ impl<T: Pod> SymVec<'_, T> {
 impl<T: AtomicInt> SymVec<'_, T> {
     #[inline]
     fn amo(&self, op: &'static str, pe: usize, index: usize, amo: AtomicOp) -> Result<T> {
-        let lane = self.world.lane(op, pe)?;
+        let lane = self.world.atomic_lane(op, pe)?;
         let at = self.span(op, index, 1)?;
         lane.atomic(pe, at, T::WIDTH, amo)
             .map(T::from_bits)

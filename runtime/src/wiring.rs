@@ -23,6 +23,11 @@ use crate::error::Cause;
 pub(crate) struct Wiring {
     pub lanes: Vec<Box<dyn Transport>>,
     pub route: Vec<u8>,
+    /// The lane that carries atomics to each PE. In a job on several nodes
+    /// every atomic goes through the verbs device, this PE's and its node's
+    /// included: a network adapter's atomics are not atomic with respect to
+    /// the CPU's on the same word, so one word must see only one kind.
+    pub atomic_route: Vec<u8>,
     /// This PE's heap: address and length.
     pub heap: (usize, usize),
     /// More PEs on this node than it has cores: waits yield at once.
@@ -105,9 +110,16 @@ pub(crate) fn connect(boot: &mut Bootstrap, config: &Config) -> Result<Wiring, C
         }
         (_, None) => (vec![Box::new(shm)], vec![0; size]),
     };
+    // Every PE's verbs lane (the last one) reaches every PE.
+    let atomic_route = if off_node.is_some() {
+        vec![(lanes.len() - 1) as u8; size]
+    } else {
+        route.clone()
+    };
     Ok(Wiring {
         lanes,
         route,
+        atomic_route,
         heap: (heap_ptr as usize, heap_len),
         oversubscribed,
     })

@@ -73,6 +73,7 @@ impl World {
             size,
             wiring.lanes,
             wiring.route,
+            wiring.atomic_route,
             settings,
             handlers,
         ));
@@ -150,15 +151,24 @@ impl World {
     /// outside the job.
     #[inline]
     pub(crate) fn lane(&self, op: &'static str, pe: usize) -> Result<&dyn Transport> {
-        self.engine.lane(pe).ok_or_else(|| {
-            self.error(
-                op,
-                Cause::BadPe {
-                    pe,
-                    size: self.size,
-                },
-            )
-        })
+        self.engine.lane(pe).ok_or_else(|| self.bad_pe(op, pe))
+    }
+
+    /// The transport that carries atomics to `pe`, or an error naming `op`.
+    pub(crate) fn atomic_lane(&self, op: &'static str, pe: usize) -> Result<&dyn Transport> {
+        self.engine
+            .atomic_lane(pe)
+            .ok_or_else(|| self.bad_pe(op, pe))
+    }
+
+    fn bad_pe(&self, op: &'static str, pe: usize) -> Error {
+        self.error(
+            op,
+            Cause::BadPe {
+                pe,
+                size: self.size,
+            },
+        )
     }
 
     /// An error naming `op` unless `pe` is in the job.

@@ -307,6 +307,7 @@ pub(crate) struct Engine {
     pub(crate) size: usize,
     lanes: Vec<Box<dyn Transport>>,
     route: Vec<u8>,
+    atomic_route: Vec<u8>,
     settings: Settings,
     handlers: Handlers,
     state: Mutex<State>,
@@ -329,6 +330,7 @@ impl Engine {
         size: usize,
         lanes: Vec<Box<dyn Transport>>,
         route: Vec<u8>,
+        atomic_route: Vec<u8>,
         settings: Settings,
         handlers: Handlers,
     ) -> Engine {
@@ -337,6 +339,7 @@ impl Engine {
             size,
             lanes,
             route,
+            atomic_route,
             settings,
             handlers,
             state: Mutex::new(State {
@@ -369,6 +372,11 @@ impl Engine {
     #[inline]
     pub(crate) fn lane(&self, pe: usize) -> Option<&dyn Transport> {
         self.route.get(pe).map(|&l| &*self.lanes[l as usize])
+    }
+
+    /// The transport that carries atomics to `pe` (see `Wiring::atomic_route`).
+    pub(crate) fn atomic_lane(&self, pe: usize) -> Option<&dyn Transport> {
+        self.atomic_route.get(pe).map(|&l| &*self.lanes[l as usize])
     }
 
     pub(crate) fn handlers(&self) -> &Handlers {

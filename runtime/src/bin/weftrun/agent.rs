@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 
-use crate::link::{self, LinkReader, LinkWriter, Secret};
+use crate::link::{self, JoinError, LinkReader, LinkWriter, Secret};
 use crate::msg::{JobSpec, Msg};
 use crate::node::{self, Event};
 use crate::pmi_server::{Kvs, Uplink};
@@ -91,10 +91,14 @@ fn connect(
             .and_then(|a| {
                 TcpStream::connect_timeout(&a, Duration::from_secs(5)).map_err(|e| e.to_string())
             });
+        let attempt = attempt.and_then(|s| match link::join(s, secret) {
+            Ok(link) => Ok(Ok(link)),
+            Err(JoinError::Closed) => Err("the controller closed the connection".into()),
+            Err(JoinError::Failed(e)) => Ok(Err(e)),
+        });
         match attempt {
-            Ok(s) => {
-                return link::join(s, secret)
-                    .map_err(|e| format!("cannot join the controller at {addr}: {e}"))
+            Ok(joined) => {
+                return joined.map_err(|e| format!("cannot join the controller at {addr}: {e}"))
             }
             Err(e) if Instant::now() >= deadline => {
                 return Err(format!("cannot reach the controller at {addr}: {e}"))

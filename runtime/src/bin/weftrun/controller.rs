@@ -6,7 +6,9 @@
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -78,7 +80,9 @@ pub fn run(args: &Args) -> Result<i32, String> {
     let job = crate::job_name();
     let (tx, rx) = unbounded::<Event>();
     crate::forward_signals(tx.clone(), Event::Signal)?;
-    spawn_acceptor(listener, secret.clone(), tx.clone());
+    let closing = Arc::new(AtomicBool::new(false));
+    let listening = listener.try_clone().map_err(|e| e.to_string())?;
+    spawn_acceptor(listener, secret.clone(), tx.clone(), closing.clone());
 
     let mut agents: Vec<Agent> = shares
         .iter()
@@ -164,6 +168,9 @@ pub fn run(args: &Args) -> Result<i32, String> {
     };
     loop {
         let joined_all = agents.iter().all(|a| a.link.is_some());
+        if joined_all || failure.is_some() {
+            stop_listening(&listening, &closing);
+        }
         let running = agents.iter().any(|a| a.link.is_some() && !a.done);
         if !running && (joined_all || failure.is_some()) {
             break;
@@ -451,11 +458,29 @@ fn watch_launcher(pid: u32, index: usize, tx: Sender<Event>) {
     });
 }
 
+/// Closes the listening socket once no agent is awaited, so that agents of
+/// a later job on the same port do not join this one as it ends.
+fn stop_listening(listener: &TcpListener, closing: &AtomicBool) {
+    if !closing.swap(true, Ordering::AcqRel) {
+        // SAFETY: shutdown on a socket we own; it wakes the acceptor's
+        // accept, which then returns an error and drops the listener.
+        unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
+    }
+}
+
 /// Accepts connections; those that pass the handshake and say hello become
 /// `Joined` events, the others are refused and logged.
-fn spawn_acceptor(listener: TcpListener, secret: Secret, tx: Sender<Event>) {
+fn spawn_acceptor(
+    listener: TcpListener,
+    secret: Secret,
+    tx: Sender<Event>,
+    closing: Arc<AtomicBool>,
+) {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
+            if closing.load(Ordering::Acquire) {
+                return;
+            }
             let Ok(stream) = conn else { continue };
             let peer = stream
                 .peer_addr()

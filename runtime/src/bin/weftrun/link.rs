@@ -241,11 +241,33 @@ pub fn accept(mut s: TcpStream, secret: &Secret) -> Result<(LinkWriter, LinkRead
     split(s, session_key(secret, &nc, na), Side::Controller)
 }
 
+/// Why an agent could not join.
+#[derive(Debug)]
+pub enum JoinError {
+    /// The connection closed before the controller said hello: a controller
+    /// that is shutting down (the next one may listen on the same port).
+    Closed,
+    /// Anything else, described.
+    Failed(String),
+}
+
 /// The agent's side of the handshake on a connection to the controller.
-pub fn join(mut s: TcpStream, secret: &Secret) -> Result<(LinkWriter, LinkReader), String> {
+pub fn join(s: TcpStream, secret: &Secret) -> Result<(LinkWriter, LinkReader), JoinError> {
+    let mut s = s;
     s.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    let hello = read_exact(&mut s, 8 + NONCE)?;
+        .map_err(|e| JoinError::Failed(e.to_string()))?;
+    let mut hello = vec![0u8; 8 + NONCE];
+    if s.read_exact(&mut hello).is_err() {
+        return Err(JoinError::Closed);
+    }
+    join_after_hello(s, secret, &hello).map_err(JoinError::Failed)
+}
+
+fn join_after_hello(
+    mut s: TcpStream,
+    secret: &Secret,
+    hello: &[u8],
+) -> Result<(LinkWriter, LinkReader), String> {
     if &hello[..8] != HELLO_CONTROLLER {
         return Err("the other end is not a weftrun controller".into());
     }
@@ -275,7 +297,8 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let b = b.clone();
         let agent = std::thread::spawn(move || {
-            let (w, mut r) = join(TcpStream::connect(addr).unwrap(), &b)?;
+            let (w, mut r) =
+                join(TcpStream::connect(addr).unwrap(), &b).map_err(|e| format!("{e:?}"))?;
             w.send(b"ping")?;
             assert_eq!(r.recv()?, b"pong");
             Ok(())
@@ -310,7 +333,7 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let s2 = s.clone();
         let agent = std::thread::spawn(move || {
-            let (w, _r) = join(TcpStream::connect(addr).unwrap(), &s2).unwrap();
+            let (w, _r) = join(TcpStream::connect(addr).unwrap(), &s2).ok().unwrap();
             // A frame whose tag was computed for another body.
             let mut g = w.inner.lock();
             let t = tag(&w.key, Side::Agent, 0, b"good").finalize().into_bytes();
