@@ -106,7 +106,9 @@ fn a_missing_program_is_reported() {
     // On several nodes the line also names the node ("rank 0 on HOST").
     assert!(
         job.stderr.contains("cannot start rank 0")
-            && job.stderr.contains("program \"/nonexistent/program\" not found"),
+            && job
+                .stderr
+                .contains("program \"/nonexistent/program\" not found"),
         "{}",
         job.stderr
     );
