@@ -30,24 +30,28 @@ fn local_rsh(dir: &std::path::Path) -> String {
     path.to_str().unwrap().to_owned()
 }
 
+/// Runs weftrun with `args` (the job's hosts, options and program) through
+/// the local remote shell of `dir`, agents connecting to 127.0.0.1.
+fn run_remote(dir: &std::path::Path, args: &[&str], stdin: &str) -> weft_tests::Job {
+    let rsh = local_rsh(dir);
+    let mut all = vec!["--launcher", &rsh, "--address", "127.0.0.1"];
+    all.extend_from_slice(args);
+    run(&all, &[], stdin)
+}
+
 #[test]
 fn ranks_on_two_nodes_run_through_their_agents() {
     let dir = scratch("two");
-    let rsh = local_rsh(&dir);
     for scenario in ["rma", "atomics", "wait"] {
-        let job = run(
+        let job = run_remote(
+            &dir,
             &[
                 "--hosts",
                 "node-a:2,node-b:2",
-                "--launcher",
-                &rsh,
-                "--address",
-                "127.0.0.1",
                 "--tag-output",
                 &weft_check_arg(),
                 scenario,
             ],
-            &[],
             "",
         );
         assert_eq!(job.code, Some(0), "{scenario}: {}", job.stderr);
@@ -61,19 +65,15 @@ fn ranks_on_two_nodes_run_through_their_agents() {
 #[test]
 fn a_hostfile_places_the_ranks_and_exports_reach_them() {
     let dir = scratch("hostfile");
-    let rsh = local_rsh(&dir);
     let hostfile = dir.join("hosts");
     std::fs::write(&hostfile, "# two nodes\nnode-a slots=1\nnode-b:2\n").unwrap();
-    let job = run(
+    let job = run_remote(
+        &dir,
         &[
             "--hostfile",
             hostfile.to_str().unwrap(),
             "-n",
             "3",
-            "--launcher",
-            &rsh,
-            "--address",
-            "127.0.0.1",
             "-x",
             "PASSED_ON=yes it is",
             "--report-bindings",
@@ -81,7 +81,6 @@ fn a_hostfile_places_the_ranks_and_exports_reach_them() {
             "env",
             "PASSED_ON",
         ],
-        &[],
         "",
     );
     assert_eq!(job.code, Some(0), "{}", job.stderr);
@@ -103,18 +102,9 @@ fn a_hostfile_places_the_ranks_and_exports_reach_them() {
 #[test]
 fn stdin_reaches_rank_0_through_its_agent() {
     let dir = scratch("stdin");
-    let job = run(
-        &[
-            "--hosts",
-            "node-a,node-b",
-            "--launcher",
-            &local_rsh(&dir),
-            "--address",
-            "127.0.0.1",
-            &weft_check_arg(),
-            "stdin",
-        ],
-        &[],
+    let job = run_remote(
+        &dir,
+        &["--hosts", "node-a,node-b", &weft_check_arg(), "stdin"],
         "a line for rank zero\n",
     );
     assert_eq!(job.code, Some(0), "{}", job.stderr);
@@ -128,20 +118,16 @@ fn stdin_reaches_rank_0_through_its_agent() {
 #[test]
 fn a_rank_failing_on_another_node_fails_the_job_with_its_name() {
     let dir = scratch("fail");
-    let job = run(
+    let job = run_remote(
+        &dir,
         &[
             "--hosts",
             "node-a:2,node-b:2",
-            "--launcher",
-            &local_rsh(&dir),
-            "--address",
-            "127.0.0.1",
             "--grace",
             "1",
             &weft_check_arg(),
             "exit3",
         ],
-        &[],
         "",
     );
     assert_eq!(job.code, Some(3), "{}", job.stderr);
@@ -161,20 +147,16 @@ fn a_rank_failing_on_another_node_fails_the_job_with_its_name() {
 #[test]
 fn a_lost_agent_fails_the_job_naming_its_ranks() {
     let dir = scratch("lost");
-    let job = run(
+    let job = run_remote(
+        &dir,
         &[
             "--hosts",
             "node-a:2,node-b:2",
-            "--launcher",
-            &local_rsh(&dir),
-            "--address",
-            "127.0.0.1",
             "--grace",
             "1",
             &weft_check_arg(),
             "kill-launcher",
         ],
-        &[],
         "",
     );
     assert_ne!(job.code, Some(0), "{}", job.stderr);

@@ -8,7 +8,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam::channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::link::{self, JoinError, LinkReader, LinkWriter, Secret};
@@ -200,20 +200,8 @@ fn supervise(
     let mut kill_at: Option<Instant> = None;
     let mut lost = false;
     while !ranks.all_done() {
-        let event = match kill_at {
-            Some(t) => match rx.recv_timeout(t.saturating_duration_since(Instant::now())) {
-                Ok(e) => e,
-                Err(RecvTimeoutError::Timeout) => {
-                    ranks.signal(libc::SIGKILL);
-                    kill_at = Some(Instant::now() + Duration::from_secs(3600));
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-            },
-            None => match rx.recv() {
-                Ok(e) => e,
-                Err(_) => break,
-            },
+        let Some(event) = node::next_event(rx, &mut kill_at, &ranks) else {
+            break;
         };
         match event {
             Event::Exited { pid, status } => {

@@ -13,7 +13,7 @@ mod pmi_server;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use crossbeam::channel::{unbounded, RecvTimeoutError};
+use crossbeam::channel::unbounded;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use binding::BindTo;
@@ -211,20 +211,8 @@ fn run_here(args: &Args, n: usize) -> Result<i32, String> {
         kill_at = Some(ranks.stop(grace));
     }
     while !ranks.all_done() {
-        let event = match kill_at {
-            Some(t) => match rx.recv_timeout(t.saturating_duration_since(Instant::now())) {
-                Ok(e) => e,
-                Err(RecvTimeoutError::Timeout) => {
-                    ranks.signal(libc::SIGKILL);
-                    kill_at = Some(Instant::now() + Duration::from_secs(3600));
-                    continue;
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-            },
-            None => match rx.recv() {
-                Ok(e) => e,
-                Err(_) => break,
-            },
+        let Some(event) = node::next_event(&rx, &mut kill_at, &ranks) else {
+            break;
         };
         match event {
             Event::Exited { pid, status } => {

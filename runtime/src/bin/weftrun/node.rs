@@ -10,7 +10,7 @@ use std::process::{ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::Sender;
+use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::binding::{self, BindTo};
 use crate::link::LinkWriter;
@@ -321,6 +321,28 @@ impl Ranks {
     pub fn finish_output(&mut self) {
         for f in self.forwarders.drain(..) {
             let _ = f.join();
+        }
+    }
+}
+
+/// The next event for a node's loop; when `kill_at` passes first, the ranks
+/// get SIGKILL. `None` when no event can come any more.
+pub fn next_event(
+    rx: &Receiver<Event>,
+    kill_at: &mut Option<Instant>,
+    ranks: &Ranks,
+) -> Option<Event> {
+    loop {
+        let Some(t) = *kill_at else {
+            return rx.recv().ok();
+        };
+        match rx.recv_timeout(t.saturating_duration_since(Instant::now())) {
+            Ok(e) => return Some(e),
+            Err(RecvTimeoutError::Timeout) => {
+                ranks.signal(libc::SIGKILL);
+                *kill_at = None;
+            }
+            Err(RecvTimeoutError::Disconnected) => return None,
         }
     }
 }
