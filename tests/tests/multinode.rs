@@ -39,21 +39,20 @@ fn run_remote(dir: &std::path::Path, args: &[&str], stdin: &str) -> weft_tests::
     run(&all, &[], stdin)
 }
 
+/// Runs weft-check `scenario` on 4 ranks, 2 on each of two nodes, with
+/// weftrun `options`.
+fn four_on_two_nodes(name: &str, options: &[&str], scenario: &str) -> weft_tests::Job {
+    let check = weft_check_arg();
+    let mut args = vec!["--hosts", "node-a:2,node-b:2"];
+    args.extend_from_slice(options);
+    args.extend([check.as_str(), scenario]);
+    run_remote(&scratch(name), &args, "")
+}
+
 #[test]
 fn ranks_on_two_nodes_run_through_their_agents() {
-    let dir = scratch("two");
     for scenario in ["rma", "atomics", "wait"] {
-        let job = run_remote(
-            &dir,
-            &[
-                "--hosts",
-                "node-a:2,node-b:2",
-                "--tag-output",
-                &weft_check_arg(),
-                scenario,
-            ],
-            "",
-        );
+        let job = four_on_two_nodes("two", &["--tag-output"], scenario);
         assert_eq!(job.code, Some(0), "{scenario}: {}", job.stderr);
         for r in 0..4 {
             let line = format!("[{r}] rank {r}: {scenario} ok");
@@ -117,19 +116,7 @@ fn stdin_reaches_rank_0_through_its_agent() {
 
 #[test]
 fn a_rank_failing_on_another_node_fails_the_job_with_its_name() {
-    let dir = scratch("fail");
-    let job = run_remote(
-        &dir,
-        &[
-            "--hosts",
-            "node-a:2,node-b:2",
-            "--grace",
-            "1",
-            &weft_check_arg(),
-            "exit3",
-        ],
-        "",
-    );
+    let job = four_on_two_nodes("fail", &["--grace", "1"], "exit3");
     assert_eq!(job.code, Some(3), "{}", job.stderr);
     assert!(
         job.stderr.contains("weftrun: rank 3 (pid "),
@@ -146,19 +133,7 @@ fn a_rank_failing_on_another_node_fails_the_job_with_its_name() {
 
 #[test]
 fn a_lost_agent_fails_the_job_naming_its_ranks() {
-    let dir = scratch("lost");
-    let job = run_remote(
-        &dir,
-        &[
-            "--hosts",
-            "node-a:2,node-b:2",
-            "--grace",
-            "1",
-            &weft_check_arg(),
-            "kill-launcher",
-        ],
-        "",
-    );
+    let job = four_on_two_nodes("lost", &["--grace", "1"], "kill-launcher");
     assert_ne!(job.code, Some(0), "{}", job.stderr);
     assert!(
         job.stderr.contains("lost the agent on node-b (ranks 2-3)"),

@@ -130,8 +130,9 @@ struct Record {
     seq: u64,
     op: &'static str,
     action: Action,
-    /// When a signaled request was posted (unsignaled ones expect no
-    /// completion of their own).
+    /// When a signaled request to a peer on another node was posted
+    /// (unsignaled ones expect no completion of their own; on-node peers
+    /// are watched through their process instead).
     signaled_at: Option<Instant>,
     /// A failure is reported by the next quiet (nobody waits for it).
     deferred: bool,
@@ -467,7 +468,8 @@ impl VerbsTransport {
             seq,
             op,
             action,
-            signaled_at: signal.then(Instant::now),
+            // Only a peer on another node is timed (see drop_if_unreachable).
+            signaled_at: (signal && self.peers[pe].process.is_none()).then(Instant::now),
             deferred: mode != Mode::Wait,
         });
         st.outstanding += 1;

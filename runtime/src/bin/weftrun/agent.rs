@@ -50,7 +50,13 @@ pub fn run(args: &Args, addr: &str) -> Result<i32, String> {
             ))
         }
     };
-    if spec.command.is_empty() || spec.count == 0 || spec.first + spec.count > spec.size {
+    if spec.command.is_empty()
+        || spec.count == 0
+        || spec
+            .first
+            .checked_add(spec.count)
+            .is_none_or(|end| end > spec.size)
+    {
         return Err(format!("the controller sent an impossible job: {spec:?}"));
     }
     let (tx, rx) = unbounded::<Event>();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{unbounded, RecvTimeoutError, Sender};
 
 use crate::agent::hostname;
-use crate::hosts::{self, Share};
+use crate::hosts::{self, Host, Share};
 use crate::link::{self, LinkReader, LinkWriter, Secret};
 use crate::msg::{JobSpec, Msg};
 use crate::node;
@@ -47,18 +47,9 @@ struct Agent {
     done: bool,
 }
 
-/// Runs a job on the hosts of `args`; the exit code.
-pub fn run(args: &Args) -> Result<i32, String> {
-    let hosts = match (&args.hosts, &args.hostfile) {
-        (Some(list), _) => hosts::parse_list(list)?,
-        (None, Some(path)) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("hostfile {path}: {e}"))?;
-            hosts::parse_file(&text, path)?
-        }
-        (None, None) => unreachable!("run is called with --hosts or --hostfile"),
-    };
-    let shares = hosts::distribute(&hosts, args.np.map(|n| n as usize))?;
+/// Runs a job on `hosts` as `args` says; the exit code.
+pub fn run(args: &Args, hosts: &[Host]) -> Result<i32, String> {
+    let shares = hosts::distribute(hosts, args.np.map(|n| n as usize))?;
     let size = shares.iter().map(|s| s.count).sum::<usize>();
     let manual = args.launcher == "manual";
     let secret = match &args.secret_file {
@@ -94,7 +85,11 @@ pub fn run(args: &Args) -> Result<i32, String> {
         })
         .collect();
     let mut launchers: Vec<Child> = Vec::new();
-    let mut failure: Option<(String, i32)> = None;
+    let mut ending = Ending {
+        failure: None,
+        give_up_at: None,
+        patience: args.grace() + Duration::from_secs(10),
+    };
     let mut waiting_by_hand = Vec::new();
     for (i, a) in agents.iter_mut().enumerate() {
         let here = is_this_host(&a.share.host);
@@ -114,10 +109,8 @@ pub fn run(args: &Args) -> Result<i32, String> {
                 launchers.push(child);
             }
             Err(e) => {
-                failure = Some((
-                    format!("cannot start the agent for {}: {e}", a.share.host),
-                    1,
-                ));
+                let what = format!("cannot start the agent for {}: {e}", a.share.host);
+                ending.fail((what, 1), &[]);
                 break;
             }
         }
@@ -152,30 +145,18 @@ pub fn run(args: &Args) -> Result<i32, String> {
     };
 
     let join_deadline = Instant::now() + args.join_timeout();
-    let grace = args.grace();
-    // After a failure: when to stop waiting for the agents to report.
-    let mut give_up_at: Option<Instant> = None;
     let mut barrier: (usize, Vec<(String, String)>) = (0, Vec::new());
-    if failure.is_some() {
-        give_up_at = Some(Instant::now() + grace);
-    }
-    let stop_all = |agents: &[Agent]| {
-        for a in agents {
-            if let (Some(l), false) = (&a.link, a.done) {
-                let _ = l.send(&Msg::Stop.encode());
-            }
-        }
-    };
     loop {
         let joined_all = agents.iter().all(|a| a.link.is_some());
-        if joined_all || failure.is_some() {
+        let failed = ending.failure.is_some();
+        if joined_all || failed {
             stop_listening(&listening, &closing);
         }
         let running = agents.iter().any(|a| a.link.is_some() && !a.done);
-        if !running && (joined_all || failure.is_some()) {
+        if !running && (joined_all || failed) {
             break;
         }
-        let wake = match (give_up_at, joined_all) {
+        let wake = match (ending.give_up_at, joined_all) {
             (Some(t), _) => t,
             (None, false) => join_deadline,
             (None, true) => Instant::now() + Duration::from_secs(3600),
@@ -183,7 +164,7 @@ pub fn run(args: &Args) -> Result<i32, String> {
         let event = match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
             Ok(e) => e,
             Err(RecvTimeoutError::Timeout) => {
-                if give_up_at.is_some() {
+                if ending.give_up_at.is_some() {
                     break;
                 }
                 if !joined_all {
@@ -192,16 +173,12 @@ pub fn run(args: &Args) -> Result<i32, String> {
                         .filter(|a| a.link.is_none())
                         .map(|a| a.share.host.as_str())
                         .collect();
-                    failure = Some((
-                        format!(
-                            "no agent joined for {} within {} s",
-                            missing.join(", "),
-                            args.join_timeout().as_secs_f64()
-                        ),
-                        1,
-                    ));
-                    stop_all(&agents);
-                    give_up_at = Some(Instant::now() + grace + Duration::from_secs(10));
+                    let what = format!(
+                        "no agent joined for {} within {} s",
+                        missing.join(", "),
+                        args.join_timeout().as_secs_f64()
+                    );
+                    ending.fail((what, 1), &agents);
                 }
                 continue;
             }
@@ -226,7 +203,7 @@ pub fn run(args: &Args) -> Result<i32, String> {
                             && names_host(&a.share.host, &host, peer.ip())
                     }),
                 };
-                let Some(i) = slot.filter(|_| failure.is_none()) else {
+                let Some(i) = slot.filter(|_| ending.failure.is_none()) else {
                     eprintln!(
                         "weftrun: refused agent {host} from {peer}: no host of the job waits for it"
                     );
@@ -238,7 +215,10 @@ pub fn run(args: &Args) -> Result<i32, String> {
                     .send(&Msg::Job(spec_for(&agents[i].share)).encode())
                     .is_err()
                 {
-                    failure.get_or_insert((format!("lost the agent on {host} as it joined"), 1));
+                    ending.fail(
+                        (format!("lost the agent on {host} as it joined"), 1),
+                        &agents,
+                    );
                     continue;
                 }
                 agents[i].link = Some(link.clone());
@@ -273,20 +253,10 @@ pub fn run(args: &Args) -> Result<i32, String> {
                     failure: Some(f),
                     code,
                     ..
-                } => {
-                    if failure.is_none() {
-                        failure = Some((f, code));
-                        stop_all(&agents);
-                        give_up_at = Some(Instant::now() + grace + Duration::from_secs(10));
-                    }
-                }
+                } => ending.fail((f, code), &agents),
                 Msg::Exited { failure: None, .. } => {}
                 Msg::Abort { rank, code, msg } => {
-                    if failure.is_none() {
-                        failure = Some(crate::abort_failure(rank as usize, code, &msg));
-                        stop_all(&agents);
-                        give_up_at = Some(Instant::now() + grace + Duration::from_secs(10));
-                    }
+                    ending.fail(crate::abort_failure(rank as usize, code, &msg), &agents);
                 }
                 Msg::Done => {
                     agents[i].done = true;
@@ -304,46 +274,28 @@ pub fn run(args: &Args) -> Result<i32, String> {
             Event::Lost(i, e) => {
                 if !agents[i].done {
                     agents[i].done = true;
-                    if failure.is_none() {
-                        let s = &agents[i].share;
-                        failure = Some((
-                            format!(
-                                "lost the agent on {} (ranks {}-{}): {e}",
-                                s.host,
-                                s.first,
-                                s.first + s.count - 1
-                            ),
-                            1,
-                        ));
-                        stop_all(&agents);
-                        give_up_at = Some(Instant::now() + grace + Duration::from_secs(10));
-                    }
+                    let s = &agents[i].share;
+                    let what = format!(
+                        "lost the agent on {} (ranks {}-{}): {e}",
+                        s.host,
+                        s.first,
+                        s.first + s.count - 1
+                    );
+                    ending.fail((what, 1), &agents);
                 }
             }
             Event::LauncherExited(i, status) => {
-                if agents[i].link.is_none() && failure.is_none() {
-                    failure = Some((
-                        format!(
-                            "the agent for {} ended before joining ({status})",
-                            agents[i].share.host
-                        ),
-                        1,
-                    ));
-                    stop_all(&agents);
-                    give_up_at = Some(Instant::now() + grace + Duration::from_secs(10));
+                if agents[i].link.is_none() {
+                    let what = format!(
+                        "the agent for {} ended before joining ({status})",
+                        agents[i].share.host
+                    );
+                    ending.fail((what, 1), &agents);
                 }
             }
             Event::Signal(s) => {
-                for a in &agents {
-                    if let (Some(l), false) = (&a.link, a.done) {
-                        let _ = l.send(&Msg::Signal(s).encode());
-                        let _ = l.send(&Msg::Stop.encode());
-                    }
-                }
-                if failure.is_none() {
-                    failure = Some((format!("stopped by signal {s}"), 128 + s));
-                    give_up_at = Some(Instant::now() + grace + Duration::from_secs(10));
-                }
+                send_live(&agents, &Msg::Signal(s));
+                ending.fail((format!("stopped by signal {s}"), 128 + s), &agents);
             }
         }
     }
@@ -359,13 +311,44 @@ pub fn run(args: &Args) -> Result<i32, String> {
         }
         let _ = c.kill();
     }
-    Ok(match failure {
+    Ok(match ending.failure {
         Some((msg, code)) => {
             eprintln!("weftrun: {msg}");
             code
         }
         None => 0,
     })
+}
+
+/// How the job ends: its first failure, and when to stop waiting for the
+/// agents to report after it.
+struct Ending {
+    failure: Option<(String, i32)>,
+    give_up_at: Option<Instant>,
+    /// How long agents get to stop their ranks and report.
+    patience: Duration,
+}
+
+impl Ending {
+    /// Records `what` as the job's failure unless it already failed, and
+    /// then tells every live agent to stop its ranks.
+    fn fail(&mut self, what: (String, i32), agents: &[Agent]) {
+        if self.failure.is_none() {
+            self.failure = Some(what);
+            send_live(agents, &Msg::Stop);
+            self.give_up_at = Some(Instant::now() + self.patience);
+        }
+    }
+}
+
+/// Sends `msg` to every agent that joined and has not finished.
+fn send_live(agents: &[Agent], msg: &Msg) {
+    let frame = msg.encode();
+    for a in agents {
+        if let (Some(l), false) = (&a.link, a.done) {
+            let _ = l.send(&frame);
+        }
+    }
 }
 
 /// Starts the agent for `host`: directly when it is this host, otherwise

@@ -15,6 +15,19 @@ pub struct Share {
     pub count: usize,
 }
 
+/// The hosts `--hosts LIST` or `--hostfile PATH` name; `None` without either.
+pub fn from_options(list: Option<&str>, file: Option<&str>) -> Result<Option<Vec<Host>>, String> {
+    match (list, file) {
+        (Some(list), _) => parse_list(list).map(Some),
+        (None, Some(path)) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("hostfile {path}: {e}"))?;
+            parse_file(&text, path).map(Some)
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 /// Parses `a:2,b,c:4` (a host without a count has one slot).
 pub fn parse_list(list: &str) -> Result<Vec<Host>, String> {
     let hosts = list

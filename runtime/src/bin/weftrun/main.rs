@@ -139,8 +139,8 @@ fn run(args: &Args) -> Result<i32, String> {
     if let Some(addr) = &args.join {
         return agent::run(args, addr);
     }
-    if args.hosts.is_some() || args.hostfile.is_some() {
-        return controller::run(args);
+    if let Some(hosts) = hosts::from_options(args.hosts.as_deref(), args.hostfile.as_deref())? {
+        return controller::run(args, &hosts);
     }
     let Some(np) = args.np else {
         return Err("say how many ranks to start with -n N (or where with --hosts)".into());
