@@ -5,7 +5,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use weft::heap::Allocator;
 
 fn allocator(c: &mut Criterion) {
-    let mut a = Allocator::new(1 << 30);
+    let mut a = Allocator::new(0, 1 << 30);
     let live: Vec<usize> = (0..2000)
         .map(|i| a.alloc(64 + (i % 7) * 64).unwrap())
         .collect();

@@ -11,16 +11,16 @@ use std::collections::BTreeMap;
 /// arrays never share a line.
 pub const BLOCK_ALIGN: usize = 64;
 
-/// A first-fit allocator of byte ranges in `0..size`.
+/// A first-fit allocator of byte ranges in `base..base + size`.
 ///
 /// ```
 /// use weft::heap::Allocator;
-/// let mut a = Allocator::new(1024);
+/// let mut a = Allocator::new(4096, 1024);
 /// let x = a.alloc(100).unwrap();
 /// let y = a.alloc(10).unwrap();
-/// assert_eq!((x, y), (0, 128));
+/// assert_eq!((x, y), (4096, 4096 + 128));
 /// a.free(x).unwrap();
-/// assert_eq!(a.alloc(64), Some(0));
+/// assert_eq!(a.alloc(64), Some(4096));
 /// ```
 #[derive(Clone, Debug)]
 pub struct Allocator {
@@ -32,12 +32,14 @@ pub struct Allocator {
 }
 
 impl Allocator {
-    /// An allocator over `size` bytes (rounded down to [`BLOCK_ALIGN`]).
-    pub fn new(size: usize) -> Allocator {
+    /// An allocator over `size` bytes (rounded down to [`BLOCK_ALIGN`])
+    /// from offset `base` (a multiple of [`BLOCK_ALIGN`]).
+    pub fn new(base: usize, size: usize) -> Allocator {
+        debug_assert_eq!(base % BLOCK_ALIGN, 0);
         let size = size / BLOCK_ALIGN * BLOCK_ALIGN;
         let mut free = BTreeMap::new();
         if size > 0 {
-            free.insert(0, size);
+            free.insert(base, size);
         }
         Allocator {
             size,
@@ -98,7 +100,7 @@ mod tests {
 
     #[test]
     fn first_fit_and_coalescing() {
-        let mut a = Allocator::new(64 * 10);
+        let mut a = Allocator::new(0, 64 * 10);
         let b: Vec<usize> = (0..5).map(|_| a.alloc(64 * 2).unwrap()).collect();
         assert_eq!(b, vec![0, 128, 256, 384, 512]);
         assert_eq!(a.alloc(1), None);
@@ -120,7 +122,7 @@ mod tests {
     #[test]
     fn same_calls_same_offsets() {
         let run = || {
-            let mut a = Allocator::new(1 << 20);
+            let mut a = Allocator::new(0, 1 << 20);
             let mut live = Vec::new();
             let mut offsets = Vec::new();
             let mut x = 12345u64;
@@ -143,7 +145,7 @@ mod tests {
 
     #[test]
     fn huge_requests_fail_cleanly() {
-        let mut a = Allocator::new(4096);
+        let mut a = Allocator::new(0, 4096);
         assert_eq!(a.alloc(usize::MAX), None);
         assert_eq!(a.alloc(4097), None);
         assert_eq!(a.alloc(4096), Some(0));

@@ -30,6 +30,7 @@ mod am;
 mod amo;
 mod bootstrap;
 mod error;
+mod flat;
 mod p2p;
 mod progress;
 mod symvec;

@@ -30,6 +30,7 @@ use weft_collectives::{Algorithm, Collective, Signature};
 
 use crate::config::collective_variable;
 use crate::error::{Cause, Result};
+use crate::flat;
 use crate::p2p::{Request, Scope};
 use crate::progress::coll::{CallId, CollRun, CTX_SEQ_BITS, SEQ_MASK};
 use crate::progress::Watch;
@@ -70,8 +71,10 @@ pub(crate) struct TeamInner {
     members: Arc<[usize]>,
     /// This PE's index in `members`.
     me: usize,
-    /// Sequence number of the next call.
-    seq: Mutex<u32>,
+    /// Number of the next call (its sequence number is the low bits).
+    calls: Mutex<u64>,
+    /// The world team's flat path for small calls, when the job has one.
+    flat: Option<flat::Region>,
     schedules: Mutex<HashMap<(Call, Algorithm), Arc<Schedule>>>,
     ids: Arc<Mutex<TeamIds>>,
 }
@@ -82,13 +85,15 @@ impl TeamInner {
         members: Vec<usize>,
         me: usize,
         ids: Arc<Mutex<TeamIds>>,
+        flat: Option<flat::Region>,
     ) -> Arc<TeamInner> {
         ids.lock().used[id as usize / 64] |= 1 << (id % 64);
         Arc::new(TeamInner {
             id,
             members: members.into(),
             me,
-            seq: Mutex::new(0),
+            calls: Mutex::new(0),
+            flat,
             schedules: Mutex::new(HashMap::new()),
             ids,
         })
@@ -184,6 +189,16 @@ impl<T> Reduction<T> for &UserOp<T> {
     }
 }
 
+/// A call this PE entered.
+struct Entered {
+    /// The call's number in the team.
+    n: u64,
+    call: CallId,
+    sig: Signature,
+    /// The combiner, or why the arguments are bad.
+    checked: Result<Option<Combiner>, Cause>,
+}
+
 /// One call's arguments, as bytes.
 struct Args<'a> {
     op: &'static str,
@@ -232,25 +247,24 @@ impl<'w> Team<'w> {
         self.world
     }
 
-    /// Checks a call's arguments, picks its algorithm and makes its run.
-    /// Takes a sequence number even when the arguments are bad, and then
-    /// tells the other members, so that they fail too instead of waiting.
-    fn prepare(&self, a: Args<'_>) -> Result<CollRun> {
+    /// Enters a call: takes its number, even when the arguments are bad
+    /// (the general path then tells the other members, so that they fail
+    /// too instead of waiting), and checks them.
+    fn enter(&self, a: &Args<'_>) -> Result<Entered> {
         let w = self.world;
         w.check_live(a.op)?;
-        // Refused before the call takes a sequence number: a handler could
-        // neither run the call nor tell the other members it failed.
+        // Refused before the call takes a number: a handler could neither
+        // run the call nor tell the other members it failed.
         w.engine().refuse_in_handler(a.op)?;
-        let p = self.size();
-        let seq = {
-            let mut s = self.inner.seq.lock();
-            let v = *s;
-            *s = (v + 1) & SEQ_MASK;
+        let n = {
+            let mut calls = self.inner.calls.lock();
+            let v = *calls;
+            *calls += 1;
             v
         };
         let call = CallId {
             team: self.inner.id,
-            seq,
+            seq: n as u32 & SEQ_MASK,
         };
         let code = match &a.reduction {
             Some(Ok((_, code))) => *code,
@@ -263,7 +277,25 @@ impl<'w> Team<'w> {
             elem: a.elem,
             op: code,
         };
-        let checked = self.check(&a, p).and_then(|combiner| {
+        let checked = self.check(a, self.size());
+        Ok(Entered {
+            n,
+            call,
+            sig,
+            checked,
+        })
+    }
+
+    /// Takes the general path for a call that did not take the flat one:
+    /// picks its algorithm and makes its run; when the arguments are bad,
+    /// tells the other members.
+    fn prepare(&self, a: Args<'_>, e: Entered) -> Result<CollRun> {
+        let w = self.world;
+        let p = self.size();
+        let Entered {
+            call, sig, checked, ..
+        } = e;
+        let checked = checked.and_then(|combiner| {
             let call = Call {
                 collective: a.collective,
                 rank: self.inner.me,
@@ -369,10 +401,31 @@ impl<'w> Team<'w> {
         }
     }
 
-    /// Runs a call to completion.
+    /// Runs a call to completion: small calls of a team with a flat path
+    /// take it unless a member does not, the others the general path.
     fn run(&self, a: Args<'_>) -> Result<()> {
         let op = a.op;
-        let mut r = self.prepare(a)?;
+        let e = self.enter(&a)?;
+        if let Some(flat) = &self.inner.flat {
+            let forced = self.world.config().algorithm_for(a.collective).is_some();
+            match &e.checked {
+                Ok(combiner) if !forced && flat::fits(&e.sig, self.size()) => {
+                    let call = flat::Call {
+                        op,
+                        n: e.n,
+                        sig: e.sig,
+                        input: a.input,
+                        output: &mut *a.output,
+                        combiner: combiner.as_ref(),
+                    };
+                    if flat.run(self.world, call)? {
+                        return Ok(());
+                    }
+                }
+                _ => flat.post(self.world, op, e.n)?,
+            }
+        }
+        let mut r = self.prepare(a, e)?;
         let w = self.world;
         let engine = w.engine();
         engine.coll_enter(&mut *engine.lock(op)?, &r);
@@ -617,7 +670,7 @@ impl<'w> Team<'w> {
     fn child(&self, id: u32, members: Vec<usize>, me: usize) -> Team<'w> {
         Team {
             world: self.world,
-            inner: TeamInner::new(id, members, me, self.inner.ids.clone()),
+            inner: TeamInner::new(id, members, me, self.inner.ids.clone(), None),
         }
     }
 
@@ -762,7 +815,11 @@ fn all_to_all<'a, T: Pod>(data: &'a [T], out: &'a mut [T], p: usize) -> Args<'a>
 impl<'s, 'w> Scope<'s, 'w> {
     fn start(&'s self, team: &Team<'w>, a: Args<'s>) -> Result<Request<'s, 'w>> {
         let op = a.op;
-        let r = team.prepare(a)?;
+        let e = team.enter(&a)?;
+        if let Some(flat) = &team.inner.flat {
+            flat.post(team.world, op, e.n)?;
+        }
+        let r = team.prepare(a, e)?;
         let engine = team.world.engine();
         let id = engine.coll_start(&mut *engine.lock(op)?, r);
         Ok(self.track(id, op, Watch::Request(id)))

@@ -13,6 +13,7 @@ use crate::am::Handlers;
 use crate::bootstrap::Bootstrap;
 use crate::config::Config;
 use crate::error::{Cause, Error, Result};
+use crate::flat;
 use crate::heap::Allocator;
 use crate::progress::{Engine, Settings};
 use crate::symvec::SymVec;
@@ -68,6 +69,16 @@ impl World {
             oversubscribed: wiring.oversubscribed,
         };
         let heap = wiring.heap;
+        // The world team's small collectives take the flat path when every
+        // PE is reached by loads and stores, atomics included.
+        let loads = |route: &[u8]| {
+            route
+                .iter()
+                .all(|&l| wiring.lanes[l as usize].caps().load_store)
+        };
+        let flat =
+            (size <= flat::MAX_MEMBERS && loads(&wiring.route) && loads(&wiring.atomic_route))
+                .then(|| flat::Region::new(heap.0 as *mut u8, size, rank));
         let engine = Arc::new(Engine::new(
             rank,
             size,
@@ -100,13 +111,16 @@ impl World {
             heap,
             rank,
             size,
-            allocator: Mutex::new(Allocator::new(config.symmetric_size)),
+            allocator: Mutex::new(Allocator::new(
+                flat::region_size(size),
+                config.symmetric_size,
+            )),
             config,
             boot: Mutex::new(boot),
             engine,
             progress_thread: Mutex::new(progress_thread),
             finalized: AtomicBool::new(false),
-            world_team: TeamInner::new(0, (0..size).collect(), rank, TeamIds::new()),
+            world_team: TeamInner::new(0, (0..size).collect(), rank, TeamIds::new(), flat),
         })
     }
 

@@ -79,6 +79,13 @@ fn disagreeing_counts_and_roots_are_errors_on_every_pe() {
 }
 
 #[test]
+fn a_nonblocking_call_matches_blocking_ones() {
+    for n in ranks(2..=4) {
+        coll(&["mixed"], n, &[]);
+    }
+}
+
+#[test]
 fn a_rank_dying_inside_a_collective_is_named() {
     for n in ranks(2..=4) {
         let job = run(

@@ -241,7 +241,7 @@ impl Channel for EngineChannel<'_> {
     }
 }
 
-fn describe(sig: &Signature) -> String {
+pub(crate) fn describe(sig: &Signature) -> String {
     format!(
         "{} with root {}, {} bytes of {}-byte elements, operation {}",
         sig.collective, sig.root, sig.bytes, sig.elem, sig.op

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         "mismatch-count" => mismatch_count(&world),
         "mismatch-root" => mismatch_root(&world),
         "bad-root" => bad_root(&world),
+        "mixed" => mixed(&world),
         "die" => die(&world),
         other => Err(format!("unknown scenario {other:?}")),
     };
@@ -306,11 +307,14 @@ fn nonblocking(world: &World) -> Check {
         };
         let mut gathered = vec![0u64; p * count];
         let block = data(round + 2, me, count);
+        let mut world_sum = data(round + 3, me, count);
         w(world.scope(|s| {
             let r1 = s.iallreduce(&a, &mut sum, ReduceOp::Sum)?;
             let r2 = s.ibroadcast(&b, 0, &mut bcast)?;
             let r3 = s.iallgather(&c, &block, &mut gathered)?;
             let r4 = s.ibarrier(&a)?;
+            // One on the world team too, in flight across its blocking calls.
+            let r5 = s.iallreduce(&t, &mut world_sum, ReduceOp::Sum)?;
             t.barrier()?;
             let mut x = [me as u32];
             t.allreduce(&mut x, ReduceOp::Max)?;
@@ -318,9 +322,12 @@ fn nonblocking(world: &World) -> Check {
             while r2.test()?.is_none() {
                 world.progress()?;
             }
-            s.wait_all(vec![r4, r1])?;
+            s.wait_all(vec![r4, r1, r5])?;
             Ok(())
         }))?;
+        ensure(world_sum == sum_of(round + 3, p, count), || {
+            format!("iallreduce on the world team {round}")
+        })?;
         ensure(sum == sum_of(round, p, count), || {
             format!("iallreduce {round}")
         })?;
@@ -379,7 +386,33 @@ fn mismatch_count(world: &World) -> Check {
     // The team still works afterwards.
     let mut d = [1u64];
     w(t.allreduce(&mut d, ReduceOp::Sum))?;
+    ensure(d[0] == n as u64, || format!("allreduce after: {}", d[0]))?;
+    // A count too large for the world team's flat path against small ones.
+    let count = if me == n - 1 { 100_000 } else { 3 };
+    let mut d = vec![1u64; count];
+    expect_cause(t.allreduce(&mut d, ReduceOp::Sum), "allreduce", mismatch)?;
+    let mut d = [1u64];
+    w(t.allreduce(&mut d, ReduceOp::Sum))?;
     ensure(d[0] == n as u64, || format!("allreduce after: {}", d[0]))
+}
+
+/// PE 0 starts a non-blocking allreduce where the others call the
+/// blocking one: the call matches and is right everywhere.
+fn mixed(world: &World) -> Check {
+    let (me, n) = (world.rank(), world.size());
+    let t = world.team();
+    for count in [1, 3000] {
+        let mut d = data(7, me, count);
+        if me == 0 {
+            w(world.scope(|s| s.iallreduce(&t, &mut d, ReduceOp::Sum)?.wait().map(drop)))?;
+        } else {
+            w(t.allreduce(&mut d, ReduceOp::Sum))?;
+        }
+        ensure(d == sum_of(7, n, count), || {
+            format!("mixed allreduce of {count}")
+        })?;
+    }
+    Ok(())
 }
 
 /// The last PE names another root: every PE fails, in the broadcast or
