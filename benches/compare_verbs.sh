@@ -21,35 +21,38 @@ rm -rf "$work" && mkdir -m 700 -p "$work"
 od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$work/job.key"
 chmod 600 "$work/job.key"
 
-# name | perftest command (both sides) | the column of its result line
+# name | perftest command (the same on both sides, the client adding the server)
 tests="write_lat|ib_write_lat -s 8 -n $iters
 write_bw|ib_write_bw -s 65536 -n $((5 * iters))
 read_lat|ib_read_lat -s 8 -n $iters
 read_bw|ib_read_bw -s 65536 -n $((5 * iters))
 atomic_lat|ib_atomic_lat -n $iters
 pingpong|ibv_rc_pingpong -g 1 -s 4096 -n $iters"
-common="-d rxe0"
-server="" client=""
-while IFS='|' read -r name cmd; do
-    case $cmd in ibv_*) opts="$common" ;; *) opts="$common -x 1 -F" ;; esac
-    server+="$cmd $opts >/dev/null 2>&1 || echo 'server $name failed'; "
-    client+="ok=0; for try in \$(seq 100); do
-        if $cmd $opts rxe-vm-0 >/tmp/out 2>&1; then ok=1; break; fi; sleep 0.2; done
-        [ \$ok = 1 ] || { echo 'client $name failed:'; cat /tmp/out; }
-        case $name in
-            pingpong) awk '/usec\\/iter/ {print \"perftest $name\", \$(NF-1)}' /tmp/out ;;
-            *_bw) awk 'f && NF >= 5 {print \"perftest $name\", \$4; exit} /#bytes/ {f=1}' /tmp/out ;;
-            *) awk 'f && NF >= 6 {print \"perftest $name\", \$6; exit} /#bytes/ {f=1}' /tmp/out ;;
-        esac; "
-done <<<"$tests"
+# Every step of every round has its own port, so a client can only meet its
+# own server; every step has a time limit, so a failed one cannot stall the
+# rest. Each side prints a `step` line as it starts one.
+limit=300
+server="" client="" port=18600
+for r in $(seq "$reps"); do
+    while IFS='|' read -r name cmd; do
+        port=$((port + 1))
+        case $cmd in ibv_*) opts="-d rxe0 -p $port" ;; *) opts="-d rxe0 -x 1 -F -p $port" ;; esac
+        server+="echo step $r $name; timeout $limit $cmd $opts >/dev/null 2>&1 || echo 'server $name failed'; "
+        client+="echo step $r $name; ok=0; end=\$((\$(date +%s) + $limit)); while [ \$(date +%s) -lt \$end ]; do
+            if timeout $limit $cmd $opts rxe-vm-0 >/tmp/out 2>&1; then ok=1; break; fi; sleep 0.5; done
+            [ \$ok = 1 ] || { echo 'client $name failed:'; tail -5 /tmp/out; }
+            case $name in
+                pingpong) awk '/usec\\/iter/ {print \"perftest $name\", \$(NF-1)}' /tmp/out ;;
+                *_bw) awk 'f && NF >= 5 {print \"perftest $name\", \$4; exit} /#bytes/ {f=1}' /tmp/out ;;
+                *) awk 'f && NF >= 6 {print \"perftest $name\", \$6; exit} /#bytes/ {f=1}' /tmp/out ;;
+            esac; "
+    done <<<"$tests"
+    port=$((port + 1))
+    server+="echo step $r weft; timeout $limit $bin/weftrun --hosts rxe-vm-0:1,rxe-vm-1:1 --launcher manual --port $port --secret-file $work/job.key $bin/verbs_pair $iters | sed 's/^/weft /'; "
+    client+="echo step $r weft; timeout $limit $bin/weftrun --join rxe-vm-0:$port --secret-file $work/job.key --join-timeout $limit; "
+done
 
-weft_a="$bin/weftrun --hosts rxe-vm-0:1,rxe-vm-1:1 --launcher manual --port 7701 --secret-file $work/job.key $bin/verbs_pair $iters | sed 's/^/weft /'"
-weft_b="$bin/weftrun --join rxe-vm-0:7701 --secret-file $work/job.key --join-timeout 120"
-scripts/rxe-vm pair --mem 2048 --timeout $((600 * reps)) -- "
-    for r in \$(seq $reps); do $server $weft_a; done
-" -- "
-    for r in \$(seq $reps); do $client $weft_b; done
-" | tee "$work/raw"
+scripts/rxe-vm pair --mem 2048 --timeout $((limit * 7 * reps + 300)) -- "$server" -- "$client" | tee "$work/raw"
 
 python3 - "$work/raw" <<'EOF'
 import statistics, sys

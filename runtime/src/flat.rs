@@ -18,7 +18,7 @@
 //!    parity or its posted word says so): it no longer reads the slots of
 //!    parity `n`, last written for call `n - 2`.
 //! 2. Write the signature and the block each member needs into its slot,
-//!    then raise the flag to `n + 1`.
+//!    then raise the flag to `n + 1` (a put with signal).
 //! 3. Wait until every member has raised its flag for `n`, or posted
 //!    `n + 1`: it takes the general path for this call (the call is
 //!    non-blocking there, too large, has bad arguments or a forced
@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use weft_collectives::op::Combiner;
 use weft_collectives::{Collective, Signature};
-use weft_transport::{AtomicOp, AtomicWidth, Transport};
+use weft_transport::{AtomicOp, AtomicWidth};
 
 use crate::error::{Cause, Result};
 use crate::progress::coll::describe;
@@ -50,6 +50,7 @@ pub(crate) const DATA: usize = 4096;
 /// Most bytes one member writes in one call, over all slots.
 const PUSH_LIMIT: usize = 16 * 1024;
 const LINE: usize = 64;
+const PAGE: usize = 4096;
 /// Flag and four signature words.
 const HEADER: usize = 40;
 const SLOT: usize = (HEADER + DATA).next_multiple_of(LINE);
@@ -57,10 +58,11 @@ const SLOT: usize = (HEADER + DATA).next_multiple_of(LINE);
 const SPINS: usize = 256;
 
 /// Bytes at the start of every PE's heap that the flat path of a job of
-/// `p` PEs uses (0 when it has too many PEs for it).
+/// `p` PEs uses (0 when it has too many PEs for it), whole pages, so that
+/// the allocator's blocks keep the heap's page alignment.
 pub(crate) fn region_size(p: usize) -> usize {
     if p <= MAX_MEMBERS {
-        p * LINE + 2 * p * SLOT
+        (p * LINE + 2 * p * SLOT).next_multiple_of(PAGE)
     } else {
         0
     }
@@ -195,7 +197,12 @@ impl Region {
         mut arrived: impl FnMut(usize) -> bool,
     ) -> Result<()> {
         let others = || (0..self.p).filter(|&j| j != self.me);
-        for _ in 0..SPINS {
+        let spins = if world.engine().oversubscribed() {
+            0
+        } else {
+            SPINS
+        };
+        for _ in 0..spins {
             if others().all(&mut arrived) {
                 return Ok(());
             }
@@ -231,26 +238,11 @@ impl Region {
         let header: &[u8] = bytemuck::cast_slice(&header);
         let at = self.slot_at(n % 2, me);
         let fail = |e: weft_transport::TransportError| world.error(c.op, e.into());
-        let mut fenced: Option<&dyn Transport> = None;
         for j in (0..p).filter(|&j| j != me) {
             let lane = world.lane(c.op, j)?;
+            let block = outgoing(sig, me, j, c.input, c.output).unwrap_or(&[]);
             lane.put(j, at + 8, header).map_err(fail)?;
-            if let Some(block) = outgoing(sig, me, j, c.input, c.output) {
-                lane.put(j, at + HEADER, block).map_err(fail)?;
-            }
-        }
-        // Every slot is written before any flag rises: one fence per lane.
-        for j in (0..p).filter(|&j| j != me) {
-            let lane = world.lane(c.op, j)?;
-            if !fenced.is_some_and(|f| std::ptr::addr_eq(f, lane)) {
-                lane.fence().map_err(fail)?;
-                fenced = Some(lane);
-            }
-        }
-        for j in (0..p).filter(|&j| j != me) {
-            world
-                .atomic_lane(c.op, j)?
-                .atomic(j, at, AtomicWidth::W64, AtomicOp::Swap(n + 1))
+            lane.put_signal(j, at + HEADER, block, at, n + 1)
                 .map_err(fail)?;
         }
         let mut flat = true;
@@ -264,12 +256,13 @@ impl Region {
         if !flat {
             return Ok(false);
         }
-        let differ: Vec<(usize, Option<Signature>)> = (0..p)
-            .filter(|&j| j != me)
-            .map(|j| (j, self.signature(n, j)))
-            .filter(|(_, s)| s.as_ref() != Some(sig))
-            .collect();
-        if let Some((j, theirs)) = differ.first() {
+        let differs = |j: usize| j != me && self.signature(n, j).as_ref() != Some(sig);
+        if (0..p).any(differs) {
+            let differ: Vec<(usize, Option<Signature>)> = (0..p)
+                .filter(|&j| differs(j))
+                .map(|j| (j, self.signature(n, j)))
+                .collect();
+            let (j, theirs) = &differ[0];
             let theirs = theirs.as_ref().map_or("a collective".into(), describe);
             let mut text = format!(
                 "PE {j} called {theirs} where this PE called {} (call {n} of the world team)",

@@ -17,6 +17,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use bytemuck::Pod;
@@ -72,7 +73,7 @@ pub(crate) struct TeamInner {
     /// This PE's index in `members`.
     me: usize,
     /// Number of the next call (its sequence number is the low bits).
-    calls: Mutex<u64>,
+    calls: AtomicU64,
     /// The world team's flat path for small calls, when the job has one.
     flat: Option<flat::Region>,
     schedules: Mutex<HashMap<(Call, Algorithm), Arc<Schedule>>>,
@@ -92,7 +93,7 @@ impl TeamInner {
             id,
             members: members.into(),
             me,
-            calls: Mutex::new(0),
+            calls: AtomicU64::new(0),
             flat,
             schedules: Mutex::new(HashMap::new()),
             ids,
@@ -256,12 +257,7 @@ impl<'w> Team<'w> {
         // Refused before the call takes a number: a handler could neither
         // run the call nor tell the other members it failed.
         w.engine().refuse_in_handler(a.op)?;
-        let n = {
-            let mut calls = self.inner.calls.lock();
-            let v = *calls;
-            *calls += 1;
-            v
-        };
+        let n = self.inner.calls.fetch_add(1, Ordering::Relaxed);
         let call = CallId {
             team: self.inner.id,
             seq: n as u32 & SEQ_MASK,

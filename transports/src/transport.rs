@@ -89,6 +89,25 @@ pub trait Transport: Send + Sync {
     /// as this returns; remote completion is guaranteed by [`Transport::quiet`].
     fn put(&self, peer: usize, offset: usize, src: &[u8]) -> Result<(), TransportError>;
 
+    /// Put with signal (OpenSHMEM's `put_signal` with `SIGNAL_SET`): copies
+    /// `src` to `offset` in `peer`'s heap, then sets the 8-aligned 64-bit
+    /// word at `signal` there to `value`, so that a peer that sees the
+    /// value (with acquire ordering) sees the bytes and every put issued
+    /// before. The default orders a put and an atomic swap with a fence.
+    fn put_signal(
+        &self,
+        peer: usize,
+        offset: usize,
+        src: &[u8],
+        signal: usize,
+        value: u64,
+    ) -> Result<(), TransportError> {
+        self.put(peer, offset, src)?;
+        self.fence()?;
+        self.atomic(peer, signal, AtomicWidth::W64, AtomicOp::Swap(value))
+            .map(drop)
+    }
+
     /// Copies `len` bytes from `offset` in `peer`'s heap to `dst`. The bytes
     /// are in place once [`Transport::quiet`] returns.
     ///

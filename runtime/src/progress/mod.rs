@@ -394,6 +394,12 @@ impl Engine {
         Ok(self.state.lock())
     }
 
+    /// Whether this node runs more PEs than it has cores (waits then
+    /// yield at once instead of spinning).
+    pub(crate) fn oversubscribed(&self) -> bool {
+        self.settings.oversubscribed
+    }
+
     /// An error if the calling thread is running an active-message handler.
     pub(crate) fn refuse_in_handler(&self, op: &'static str) -> Result<()> {
         if IN_HANDLER.with(Cell::get) {

@@ -329,6 +329,31 @@ impl Transport for ShmTransport {
         Ok(())
     }
 
+    /// The copy, then a release store of the signal: stores are not
+    /// reordered after a release store (nor are the non-temporal ones of a
+    /// large copy, which memcpy ends with a store fence).
+    fn put_signal(
+        &self,
+        peer: usize,
+        offset: usize,
+        src: &[u8],
+        signal: usize,
+        value: u64,
+    ) -> Result<(), TransportError> {
+        if signal % 8 != 0 {
+            return Err(TransportError::Misaligned {
+                offset: signal,
+                align: 8,
+            });
+        }
+        let word = self.at(peer, signal, 8)?;
+        self.put(peer, offset, src)?;
+        // SAFETY: `word` is in bounds and 8-aligned (checked above; the heap
+        // is page aligned); the word is shared memory accessed atomically.
+        unsafe { AtomicU64::from_ptr(word.cast()) }.store(value, Ordering::Release);
+        Ok(())
+    }
+
     unsafe fn get(
         &self,
         peer: usize,
@@ -552,6 +577,24 @@ mod tests {
             a.atomic(0, 4, AtomicWidth::W32, AtomicOp::Fetch).unwrap(),
             0x0f
         );
+    }
+
+    #[test]
+    fn put_signal_sets_the_word_after_the_bytes() {
+        let (a, b) = pair("signal");
+        a.put_signal(1, 128, &[5; 100], 64, 3).unwrap();
+        assert_eq!(
+            b.atomic(1, 64, AtomicWidth::W64, AtomicOp::Fetch).unwrap(),
+            3
+        );
+        let mut out = [0u8; 100];
+        // SAFETY: `out` is a live local buffer of 100 bytes.
+        unsafe { b.get(1, 128, out.as_mut_ptr(), 100).unwrap() };
+        assert_eq!(out, [5; 100]);
+        let e = a.put_signal(1, 128, &[1], 60, 1).unwrap_err();
+        assert!(matches!(e, TransportError::Misaligned { .. }), "{e}");
+        let e = a.put_signal(1, 128, &[1], 1 << 30, 1).unwrap_err();
+        assert!(matches!(e, TransportError::OutOfBounds { .. }), "{e}");
     }
 
     #[test]

@@ -81,6 +81,15 @@ fn verbs_put_and_get_of_every_path() {
         matches!(e, TransportError::OutOfBounds { peer: 1, .. }),
         "{e}"
     );
+    // Put with signal: once the signal shows, so do the bytes.
+    let data = pattern(3000, 9);
+    a.put_signal(1, 4096, &data, 8192, 77).unwrap();
+    assert_eq!(
+        b.atomic(1, 8192, AtomicWidth::W64, AtomicOp::Fetch)
+            .unwrap(),
+        77
+    );
+    assert_eq!(heap(&segs, 1, 4096, 3000), data);
 }
 
 #[test]
