@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 
 use crate::error::{Cause, Result};
 use crate::progress::wire::{Class, Envelope};
-use crate::progress::{Completion, Engine, Id, Match, RawBuf, SendMode, Watch};
+use crate::progress::{Completion, Engine, Id, Match, RawBuf, SendMode, State, Watch};
 use crate::World;
 
 /// A message tag: a number in `0..=Tag::MAX`, or [`Tag::ANY`] in a receive.
@@ -187,7 +187,7 @@ impl World {
         let bytes: &[u8] = bytemuck::cast_slice(data);
         match self.start_send(OP, dest, tag, bytes)? {
             None => Ok(()),
-            Some(id) => self.complete(OP, id, Watch::Peer(dest)).map(drop),
+            Some(id) => self.complete(OP, Watch::Peer(dest), |_| Ok(id)).map(drop),
         }
     }
 
@@ -235,22 +235,33 @@ impl World {
             .map_err(|c| self.error(op, c))
     }
 
-    /// Waits for request `id` of a blocking call; on failure cancels it, so
-    /// that the engine lets go of the caller's buffer before it returns.
+    /// Starts a blocking call's request with `start`, under the lock the
+    /// wait takes first, and waits for it; on failure cancels it, so that
+    /// the engine lets go of the caller's buffer before it returns.
     pub(crate) fn complete(
         &self,
         op: &'static str,
-        id: Id,
         watch: Watch<'_>,
+        start: impl FnOnce(&mut State) -> std::result::Result<Id, Cause>,
     ) -> Result<Completion> {
         let engine = self.engine();
-        engine
-            .wait(op, watch, |st| Engine::take(st, id))
-            .inspect_err(|_| {
-                if let Ok(mut st) = engine.lock(op) {
-                    engine.cancel(&mut st, id);
+        let mut start = Some(start);
+        let mut started = None;
+        let done = engine.wait(op, watch, |st| {
+            if let Some(start) = start.take() {
+                match start(st) {
+                    Ok(id) => started = Some(id),
+                    Err(c) => return Some(Err(c)),
                 }
-            })
+            }
+            Engine::take(st, started?)
+        });
+        if let (Err(_), Some(id)) = (&done, started) {
+            if let Ok(mut st) = engine.lock(op) {
+                engine.cancel(&mut st, id);
+            }
+        }
+        done
     }
 
     /// Receives the oldest message from `source` under `tag` (either may be
@@ -264,8 +275,14 @@ impl World {
     ) -> Result<Status> {
         const OP: &str = "recv";
         let m = self.recv_match(OP, source.into(), tag)?;
-        let id = self.start_recv(OP, m, bytemuck::cast_slice_mut(buf))?;
-        match self.complete(OP, id, m.source.map_or(Watch::All, Watch::Peer))? {
+        let buf: &mut [u8] = bytemuck::cast_slice_mut(buf);
+        let raw = RawBuf {
+            ptr: buf.as_mut_ptr(),
+            cap: buf.len(),
+        };
+        let engine = self.engine();
+        let watch = m.source.map_or(Watch::All, Watch::Peer);
+        match self.complete(OP, watch, |st| engine.post_recv(st, m, raw))? {
             Completion::Received(s) => Ok(s),
             Completion::Sent(_) | Completion::Reply(_) => {
                 unreachable!("a receive completes with a status")

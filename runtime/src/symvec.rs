@@ -344,8 +344,8 @@ impl<T: AtomicInt> SymVec<'_, T> {
     /// Whether this PE's element `index` satisfies `element cmp value` now
     /// (`shmem_test`).
     pub fn test(&self, index: usize, cmp: Cmp, value: T) -> Result<bool> {
-        let now = self.amo("test", self.world.rank(), index, AtomicOp::Fetch)?;
-        Ok(cmp.holds(now, value))
+        let at = self.span("test", index, 1)?;
+        Ok(cmp.holds(T::from_bits(self.world.load_local(at, T::WIDTH)), value))
     }
 
     /// Waits until this PE's element `index` satisfies `element cmp value`,

@@ -1,13 +1,13 @@
 //! The world: every PE of the job, its transports and its symmetric heap.
 
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use bytemuck::Pod;
 use parking_lot::Mutex;
-use weft_transport::Transport;
+use weft_transport::{AtomicWidth, Transport};
 
 use crate::am::Handlers;
 use crate::bootstrap::Bootstrap;
@@ -142,6 +142,27 @@ impl World {
     /// An error of this PE in `op`.
     pub(crate) fn error(&self, op: &'static str, cause: Cause) -> Error {
         Error::new(self.rank, op, cause)
+    }
+
+    /// Reads the integer at `offset` of this PE's own heap with a CPU load
+    /// (acquire), not through a transport: a load sees a network adapter's
+    /// atomic or write whole, unlike a CPU read-modify-write racing one, so
+    /// waiting on local memory needs no round trip through the adapter.
+    /// `offset` must lie in the heap, aligned to the width (a checked span
+    /// of a symmetric array of that width).
+    pub(crate) fn load_local(&self, offset: usize, width: AtomicWidth) -> u64 {
+        assert!(offset % width.bytes() == 0 && offset + width.bytes() <= self.heap.1);
+        let p = (self.heap.0 + offset) as *mut u8;
+        match width {
+            // SAFETY: in bounds and aligned (asserted; the heap is page
+            // aligned) and mapped for the world's life; peers and adapters
+            // write the word only whole.
+            AtomicWidth::W64 => unsafe { AtomicU64::from_ptr(p.cast()) }.load(Ordering::Acquire),
+            // SAFETY: as above.
+            AtomicWidth::W32 => {
+                u64::from(unsafe { AtomicU32::from_ptr(p.cast()) }.load(Ordering::Acquire))
+            }
+        }
     }
 
     /// This PE's own symmetric heap: pointer and length.
