@@ -318,28 +318,25 @@ impl Region {
                     c.output[j * b..(j + 1) * b].copy_from_slice(from);
                 }
             }
-            Collective::Reduce | Collective::Allreduce | Collective::Scan | Collective::Exscan => {
+            Collective::Reduce
+            | Collective::Allreduce
+            | Collective::Scan
+            | Collective::Exscan
+            | Collective::ReduceScatter => {
                 // Team::run gives every reducing call its combiner.
                 let Some(comb) = c.combiner else { return };
-                let upto = match c.sig.collective {
+                // Members folded, left to right, and this member's operand.
+                let (upto, own) = match c.sig.collective {
                     Collective::Reduce if me != root => return,
-                    Collective::Scan => me + 1,
                     Collective::Exscan if me == 0 => return,
-                    Collective::Exscan => me,
-                    _ => p,
+                    Collective::Scan => (me + 1, &c.output[..b]),
+                    Collective::Exscan => (me, &c.output[..b]),
+                    Collective::ReduceScatter => (p, &c.input[me * b..(me + 1) * b]),
+                    _ => (p, &c.output[..b]),
                 };
                 let mut acc = [0u64; DATA / 8];
                 let acc = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut acc)[..b];
-                let own: &[u8] = &c.output[..b];
                 fold(acc, upto, comb, |j| if j == me { own } else { slot(j) });
-                c.output[..b].copy_from_slice(acc);
-            }
-            Collective::ReduceScatter => {
-                let Some(comb) = c.combiner else { return };
-                let mut acc = [0u64; DATA / 8];
-                let acc = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut acc)[..b];
-                let own = &c.input[me * b..(me + 1) * b];
-                fold(acc, p, comb, |j| if j == me { own } else { slot(j) });
                 c.output[..b].copy_from_slice(acc);
             }
         }

@@ -224,10 +224,7 @@ impl World {
 
     /// Posts a receive into `buf`, which must stay untouched until it completes.
     fn start_recv(&self, op: &'static str, m: Match, buf: &mut [u8]) -> Result<Id> {
-        let raw = RawBuf {
-            ptr: buf.as_mut_ptr(),
-            cap: buf.len(),
-        };
+        let raw = RawBuf::of(buf);
         let engine = self.engine();
         let mut st = engine.lock(op)?;
         engine
@@ -275,11 +272,7 @@ impl World {
     ) -> Result<Status> {
         const OP: &str = "recv";
         let m = self.recv_match(OP, source.into(), tag)?;
-        let buf: &mut [u8] = bytemuck::cast_slice_mut(buf);
-        let raw = RawBuf {
-            ptr: buf.as_mut_ptr(),
-            cap: buf.len(),
-        };
+        let raw = RawBuf::of(bytemuck::cast_slice_mut(buf));
         let engine = self.engine();
         let watch = m.source.map_or(Watch::All, Watch::Peer);
         match self.complete(OP, watch, |st| engine.post_recv(st, m, raw))? {

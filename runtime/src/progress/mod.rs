@@ -73,6 +73,16 @@ pub(crate) struct RawBuf {
     pub(crate) cap: usize,
 }
 
+impl RawBuf {
+    /// The whole of `buf`.
+    pub(crate) fn of(buf: &mut [u8]) -> RawBuf {
+        RawBuf {
+            ptr: buf.as_mut_ptr(),
+            cap: buf.len(),
+        }
+    }
+}
+
 /// What a receive accepts.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Match {

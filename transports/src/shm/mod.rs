@@ -301,6 +301,15 @@ impl ShmTransport {
         // SAFETY: `offset + len <= heap_size`, so the pointer stays inside the mapping.
         Ok(unsafe { p.heap.add(offset) })
     }
+
+    /// The word of `align` bytes at `offset` in `peer`'s heap, checked for
+    /// bounds and alignment.
+    fn word_at(&self, peer: usize, offset: usize, align: usize) -> Result<*mut u8, TransportError> {
+        if offset % align != 0 {
+            return Err(TransportError::Misaligned { offset, align });
+        }
+        self.at(peer, offset, align)
+    }
 }
 
 impl Transport for ShmTransport {
@@ -340,16 +349,10 @@ impl Transport for ShmTransport {
         signal: usize,
         value: u64,
     ) -> Result<(), TransportError> {
-        if signal % 8 != 0 {
-            return Err(TransportError::Misaligned {
-                offset: signal,
-                align: 8,
-            });
-        }
-        let word = self.at(peer, signal, 8)?;
+        let word = self.word_at(peer, signal, 8)?;
         self.put(peer, offset, src)?;
-        // SAFETY: `word` is in bounds and 8-aligned (checked above; the heap
-        // is page aligned); the word is shared memory accessed atomically.
+        // SAFETY: `word` is in bounds and 8-aligned (`word_at`; the heap is
+        // page aligned); the word is shared memory accessed atomically.
         unsafe { AtomicU64::from_ptr(word.cast()) }.store(value, Ordering::Release);
         Ok(())
     }
@@ -375,11 +378,7 @@ impl Transport for ShmTransport {
         width: AtomicWidth,
         op: AtomicOp,
     ) -> Result<u64, TransportError> {
-        let align = width.bytes();
-        if offset % align != 0 {
-            return Err(TransportError::Misaligned { offset, align });
-        }
-        let p = self.at(peer, offset, align)?;
+        let p = self.word_at(peer, offset, width.bytes())?;
         Ok(match width {
             // SAFETY: `p` is in bounds and aligned to 8 (the heap is page
             // aligned); the word is shared memory accessed atomically by PEs.
