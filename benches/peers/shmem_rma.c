@@ -18,7 +18,8 @@ int main(void) {
     const size_t max = 4u << 20;
     char *buf = shmem_malloc(max);
     long *word = shmem_malloc(64);
-    static char local[4u << 20];
+    /* Page-aligned, as osu_rma's local buffer is. */
+    static char local[4u << 20] __attribute__((aligned(4096)));
     memset(local, 1, max);
     int me = shmem_my_pe();
     shmem_barrier_all();
@@ -37,11 +38,15 @@ int main(void) {
         for (int i = 0; i < iters; i++) out = (uint64_t)shmem_long_atomic_fetch_add(word, 1, 1);
         printf("fetch_add_latency 8 %.2f\n", (now() - t) / iters);
         for (size_t size = 8; size <= max; size *= 2) {
-            int reps = size >= (1u << 20) ? 50 : 2000;
+            int reps = size >= (1u << 20) ? 200 : 2000;
+            /* One untimed round of each first, as osu_rma does. */
+            shmem_putmem(buf, local, size, 1);
+            shmem_quiet();
             t = now();
             for (int i = 0; i < reps; i++) shmem_putmem(buf, local, size, 1);
             shmem_quiet();
             printf("put_bandwidth %zu %.1f\n", size, size * (double)reps / (now() - t) * 1e3);
+            shmem_getmem(local, buf, size, 1);
             t = now();
             for (int i = 0; i < reps; i++) shmem_getmem(local, buf, size, 1);
             printf("get_bandwidth %zu %.1f\n", size, size * (double)reps / (now() - t) * 1e3);

@@ -98,11 +98,7 @@ impl<T: Pod> SymVec<'_, T> {
         const OP: &str = "get";
         let lane = self.world.lane(OP, pe)?;
         let at = self.span(OP, index, dst.len())?;
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(dst);
-        // SAFETY: `bytes` is a live exclusive buffer of the length given, and
-        // stays so until the quiet below completes the get.
-        unsafe { lane.get(pe, at, bytes.as_mut_ptr(), bytes.len()) }
-            .and_then(|()| lane.quiet())
+        lane.get_blocking(pe, at, bytemuck::cast_slice_mut(dst))
             .map_err(|e| self.world.error(OP, e.into()))
     }
 

@@ -122,6 +122,22 @@ pub trait Transport: Send + Sync {
         len: usize,
     ) -> Result<(), TransportError>;
 
+    /// Copies `dst.len()` bytes from `offset` in `peer`'s heap to `dst` and
+    /// waits until they are in place (a blocking get). The default issues
+    /// [`Transport::get`] and waits with [`Transport::quiet`]; a transport
+    /// whose copies are done when they return skips the wait.
+    fn get_blocking(
+        &self,
+        peer: usize,
+        offset: usize,
+        dst: &mut [u8],
+    ) -> Result<(), TransportError> {
+        // SAFETY: `dst` is borrowed exclusively until this returns, which is
+        // after the quiet that completes the get.
+        unsafe { self.get(peer, offset, dst.as_mut_ptr(), dst.len()) }?;
+        self.quiet()
+    }
+
     /// Runs `op` atomically on the integer at `offset` in `peer`'s heap and
     /// returns the previous value (zero-extended for 32-bit operations).
     fn atomic(

@@ -371,6 +371,18 @@ impl Transport for ShmTransport {
         Ok(())
     }
 
+    /// The copy alone: it is complete when it returns, and a blocking get
+    /// need not order this PE's earlier puts (that is quiet's job).
+    fn get_blocking(
+        &self,
+        peer: usize,
+        offset: usize,
+        dst: &mut [u8],
+    ) -> Result<(), TransportError> {
+        // SAFETY: `dst` is a live exclusive buffer of `dst.len()` bytes.
+        unsafe { self.get(peer, offset, dst.as_mut_ptr(), dst.len()) }
+    }
+
     fn atomic(
         &self,
         peer: usize,
