@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::op::Combiner;
 use crate::schedule::{Buf, Local, Region, Schedule};
+use crate::scratch::{Scratch, ScratchPool};
 use crate::{Channel, Error};
 
 /// A message of the current round that has not completed.
@@ -24,8 +25,8 @@ pub struct Run<P> {
     tag: u32,
     input: *const u8,
     output: *mut u8,
-    /// Scratch space, in words so that it is aligned for every element type.
-    tmp: Vec<u64>,
+    /// Scratch space, aligned for every element type.
+    tmp: Scratch,
     combiner: Option<Combiner>,
     round: usize,
     started: bool,
@@ -44,7 +45,8 @@ impl<P> Run<P> {
     /// order they are sent, so one tag serves a whole collective; a tag
     /// that includes a digest of the call (see [`crate::Signature`]) keeps
     /// members that called the collective differently from matching each
-    /// other.
+    /// other. The run's scratch space comes from `scratch` and goes back
+    /// to it when the run is dropped.
     ///
     /// # Safety
     /// `input` must be readable for `schedule.input_len` bytes and
@@ -60,6 +62,7 @@ impl<P> Run<P> {
         input: *const u8,
         output: *mut u8,
         combiner: Option<Combiner>,
+        scratch: &Arc<ScratchPool>,
     ) -> Run<P> {
         let reduces = schedule
             .rounds
@@ -70,13 +73,13 @@ impl<P> Run<P> {
             !reduces || combiner.is_some(),
             "a reducing schedule needs a combiner"
         );
-        let words = schedule.tmp_len.div_ceil(8);
+        let tmp = scratch.take(schedule.tmp_len);
         Run {
             schedule,
             tag,
             input,
             output,
-            tmp: vec![0; words],
+            tmp,
             combiner,
             round: 0,
             started: false,
@@ -88,7 +91,7 @@ impl<P> Run<P> {
         let base = match r.buf {
             Buf::Input => self.input.cast_mut(),
             Buf::Output => self.output,
-            Buf::Tmp => self.tmp.as_mut_ptr().cast::<u8>(),
+            Buf::Tmp => self.tmp.as_mut_ptr(),
         };
         // SAFETY: `Builder::finish` checked that every region lies within
         // its buffer, and `Run::new`'s contract makes the buffers that long.

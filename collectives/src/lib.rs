@@ -32,6 +32,7 @@ pub mod reduce_scatter;
 pub mod scan;
 pub mod scatter;
 pub mod schedule;
+pub mod scratch;
 pub mod select;
 pub mod sim;
 

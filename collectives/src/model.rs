@@ -11,7 +11,12 @@
 //! step costs `alpha + m beta` with `alpha = L + 2o` and `beta = G`, plus
 //! `m gamma` where it reduces; `g` matters only when a member sends several
 //! messages back to back, which these algorithms do not on their critical
-//! path. The formulas follow Thakur, Rabenseifner and Gropp,
+//! path. A binomial reduce of `m` segments is a pipeline of
+//! `ceil(log2 p) + m - 1` steps of one segment each. Local copies cost `copy` per byte where an algorithm copies more
+//! than a member's own block on its critical path: the working copy of a
+//! non-root's vector in reduce's scatter-gather, the rotations of Bruck's
+//! allgather, and the rotations, packing and unpacking of Bruck's
+//! alltoall. The formulas follow Thakur, Rabenseifner and Gropp,
 //! "Optimization of Collective Communication Operations in MPICH" (2005),
 //! extended with the extra steps our folding of team sizes that are not
 //! powers of two takes.
@@ -35,6 +40,8 @@ pub struct LogGP {
     pub big_g: f64,
     /// Time to combine one byte in a reduction.
     pub gamma: f64,
+    /// Time to copy one byte in local memory.
+    pub copy: f64,
 }
 
 impl LogGP {
@@ -43,24 +50,27 @@ impl LogGP {
     /// `o` = `g` = 0.2 µs, the order of the half round trip and per-message
     /// overhead that MPI ping-pong shows on such fabrics; `gamma` = 1 /
     /// 8 GB/s, a vectorized sum of doubles streaming from memory on one
-    /// core. The selection rule is checked against this set.
+    /// core; `copy` = 1 / 10 GB/s, memcpy streaming from memory on one core.
+    /// The selection rule is checked against this set.
     pub const CLUSTER: LogGP = LogGP {
         l: 1.0e-6,
         o: 0.2e-6,
         g: 0.2e-6,
         big_g: 1.0 / 12.5e9,
         gamma: 1.0 / 8.0e9,
+        copy: 1.0 / 10.0e9,
     };
 
     /// One node's shared memory, as measured by `benches/compare_p2p.sh`
     /// (8-byte one-way latency about 0.16 µs, 1 MiB bandwidth about 10 GB/s
-    /// into a cold buffer); `gamma` as for [`LogGP::CLUSTER`].
+    /// into a cold buffer); `gamma` and `copy` as for [`LogGP::CLUSTER`].
     pub const SHARED_MEMORY: LogGP = LogGP {
         l: 0.1e-6,
         o: 0.03e-6,
         g: 0.03e-6,
         big_g: 1.0 / 10.0e9,
         gamma: 1.0 / 8.0e9,
+        copy: 1.0 / 10.0e9,
     };
 
     fn alpha(&self) -> f64 {
@@ -89,7 +99,7 @@ pub fn time(collective: Collective, algorithm: Algorithm, p: usize, n: usize, m:
     if p <= 1 {
         return 0.0;
     }
-    let (a, b, c) = (m.alpha(), m.big_g, m.gamma);
+    let (a, b, c, cp) = (m.alpha(), m.big_g, m.gamma, m.copy);
     let pf = p as f64;
     let n = n as f64;
     let p2 = 1usize << (usize::BITS - 1 - p.leading_zeros());
@@ -105,9 +115,12 @@ pub fn time(collective: Collective, algorithm: Algorithm, p: usize, n: usize, m:
         }
         (C::Broadcast, _) => steps * (a + n * b),
         (C::Reduce, ScatterGather) => {
-            fold * (a + n * (b + c)) + 2.0 * l2 * a + (p2f - 1.0) / p2f * n * (2.0 * b + c)
+            n * cp + fold * (a + n * (b + c)) + 2.0 * l2 * a + (p2f - 1.0) / p2f * n * (2.0 * b + c)
         }
-        (C::Reduce, _) => steps * (a + n * (b + c)),
+        (C::Reduce, _) => {
+            let m = crate::reduce::segments(n as usize) as f64;
+            (steps + m - 1.0) * (a + n / m * (b + c))
+        }
         (C::Allreduce, Ring) => 2.0 * (pf - 1.0) * a + (pf - 1.0) / pf * n * (2.0 * b + c),
         (C::Allreduce, Rabenseifner) => {
             fold * (2.0 * a + n * (2.0 * b + c))
@@ -118,9 +131,11 @@ pub fn time(collective: Collective, algorithm: Algorithm, p: usize, n: usize, m:
         (C::Allgather, RecursiveDoubling) => {
             fold * (2.0 * a + n * b + pf * n * b) + l2 * a + (p2f - 1.0) / p2f * pf * n * b
         }
-        (C::Allgather, Bruck) => steps * a + (pf - 1.0) * n * b,
+        (C::Allgather, Bruck) => steps * a + (pf - 1.0) * n * b + (pf + 1.0) * n * cp,
         (C::Allgather, _) => (pf - 1.0) * (a + n * b),
-        (C::Alltoall, Bruck) => steps * (a + (pf / 2.0).ceil() * n * b),
+        (C::Alltoall, Bruck) => {
+            steps * (a + (pf / 2.0).ceil() * n * (b + 2.0 * cp)) + 2.0 * pf * n * cp
+        }
         (C::Alltoall, _) => (pf - 1.0) * (a + n * b),
         (C::Gather | C::Scatter, _) => steps * a + (pf - 1.0) * n * b,
         (C::ReduceScatter, Ring) => (pf - 1.0) * (a + n * (b + c)),

@@ -5,19 +5,44 @@ use crate::blocks::{lowbit_or, Blocks};
 use crate::fold::Fold;
 use crate::schedule::{Builder, Region, Schedule};
 
-/// Binomial tree (small messages): each member combines its children's
-/// partial results with its own and passes the result to its parent;
-/// `ceil(log2 p)` steps of the whole vector. For a non-commutative
-/// operation the tree is rooted at member 0, so every partial result
-/// covers consecutive members in order, and member 0 forwards the result
-/// to the root.
+/// Bytes of one segment of a binomial reduce: vectors longer than this
+/// go up the tree in segments of about this size, so that each segment is
+/// received into scratch space that stays in cache and reduced at once,
+/// and an inner member passes one segment on while it receives the next.
+/// (Measured on one node at 1 MiB: 64 KiB segments gained less, 16 KiB
+/// ones lost, as each is a message of its own.)
+pub const SEGMENT: usize = 256 << 10;
+
+/// How many segments a binomial reduce of `bytes` sends: `bytes /`
+/// [`SEGMENT`] rounded up, at least one.
+pub fn segments(bytes: usize) -> usize {
+    bytes.div_ceil(SEGMENT).max(1)
+}
+
+/// Binomial tree: each member combines its children's partial results
+/// with its own and passes the result to its parent; `ceil(log2 p)` steps
+/// of the whole vector, pipelined in segments of about [`SEGMENT`] bytes.
+/// For a non-commutative operation the tree is rooted at member 0, so
+/// every partial result covers consecutive members in order, and member 0
+/// forwards the result to the root.
 ///
 /// ```
 /// use weft_collectives::reduce;
 /// // A leaf sends its vector and is done.
-/// assert_eq!(reduce::binomial(3, 4, 0, 16, true).messages_sent(), 1);
+/// assert_eq!(reduce::binomial(3, 4, 0, 2, 8, true).messages_sent(), 1);
+/// // A long vector goes in segments.
+/// let long = reduce::binomial(1, 2, 0, 1 << 20, 1, true);
+/// assert_eq!(long.messages_sent(), reduce::segments(1 << 20));
 /// ```
-pub fn binomial(rank: usize, p: usize, root: usize, bytes: usize, commutative: bool) -> Schedule {
+pub fn binomial(
+    rank: usize,
+    p: usize,
+    root: usize,
+    count: usize,
+    elem: usize,
+    commutative: bool,
+) -> Schedule {
+    let bytes = count * elem;
     let tree_root = if commutative { root } else { 0 };
     let v = (rank + p - tree_root) % p;
     let real = |x: usize| (x + tree_root) % p;
@@ -26,6 +51,11 @@ pub fn binomial(rank: usize, p: usize, root: usize, bytes: usize, commutative: b
         .map(|k| v + (1 << k))
         .filter(|&c| c < p)
         .collect();
+    let parent = (v != 0).then(|| real(v - low));
+    let nseg = segments(bytes);
+    let segs = Blocks::new(count, nseg, elem);
+    let seg = |s: usize| segs.span(s, s + 1);
+    let longest = seg(0).1;
     let data = Region::output(0, bytes);
     // The root accumulates in place; others keep their buffer unchanged.
     let (acc, slots) = if rank == root || children.is_empty() {
@@ -34,15 +64,36 @@ pub fn binomial(rank: usize, p: usize, root: usize, bytes: usize, commutative: b
         (Region::tmp(0, bytes), bytes)
     };
     let mut b = Builder::default();
-    for (i, &c) in children.iter().enumerate() {
-        b.recv(real(c), Region::tmp(slots + i * bytes, bytes));
-    }
-    b.copy(data, acc);
-    for i in 0..children.len() {
-        b.reduce(Region::tmp(slots + i * bytes, bytes), acc, false);
-    }
-    if v != 0 {
-        b.send(real(v - low), acc);
+    if children.is_empty() {
+        for s in 0..nseg {
+            let (off, len) = seg(s);
+            if let Some(to) = parent {
+                b.send(to, data.sub(off, len));
+            }
+        }
+    } else {
+        for s in 0..nseg {
+            let (off, len) = seg(s);
+            for (i, &c) in children.iter().enumerate() {
+                b.recv(real(c), Region::tmp(slots + i * longest, len));
+            }
+            if let (Some(to), true) = (parent, s > 0) {
+                let (off, len) = seg(s - 1);
+                b.send(to, acc.sub(off, len));
+            }
+            b.copy(data.sub(off, len), acc.sub(off, len));
+            for i in 0..children.len() {
+                b.reduce(
+                    Region::tmp(slots + i * longest, len),
+                    acc.sub(off, len),
+                    false,
+                );
+            }
+        }
+        if let Some(to) = parent {
+            let (off, len) = seg(nseg - 1);
+            b.send(to, acc.sub(off, len));
+        }
     }
     if rank == tree_root && rank != root {
         b.end_round();
@@ -52,7 +103,7 @@ pub fn binomial(rank: usize, p: usize, root: usize, bytes: usize, commutative: b
         b.end_round();
         b.recv(tree_root, data);
     }
-    b.finish(0, bytes, slots + children.len() * bytes)
+    b.finish(0, bytes, slots + children.len() * longest)
 }
 
 /// Reduce-scatter by recursive halving, then binomial gather

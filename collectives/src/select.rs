@@ -208,14 +208,17 @@ impl Call {
 }
 
 /// What the selection rule knows of the network: how many bytes a link
-/// moves in the time one message step costs (`alpha / beta`), and how
-/// many it moves in the time one byte is combined (`gamma / beta`).
+/// moves in the time one message step costs (`alpha / beta`), how many it
+/// moves in the time one byte is combined (`gamma / beta`), and how many
+/// in the time one byte is copied locally (`copy / beta`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Network {
     /// Bytes per message step.
     pub step_bytes: f64,
     /// Combining one byte, in bytes moved.
     pub combine: f64,
+    /// Copying one byte locally, in bytes moved.
+    pub copy: f64,
 }
 
 impl Network {
@@ -224,13 +227,14 @@ impl Network {
         Network {
             step_bytes: (m.l + 2.0 * m.o) / m.big_g,
             combine: m.gamma / m.big_g,
+            copy: m.copy / m.big_g,
         }
     }
 }
 
 /// The algorithm the rule picks for `call` on `net`: each candidate's
 /// cost counted in bytes moved, `steps * step_bytes + bytes (+ combined
-/// bytes * combine)`, critical path only, the cheapest taken; operations
+/// bytes * combine + copied bytes * copy)`, critical path only, the cheapest taken; operations
 /// that are not commutative only get algorithms that combine in member
 /// order. The steps and bytes are those of the algorithms' descriptions,
 /// with the fold of team sizes that are not powers of two.
@@ -256,7 +260,7 @@ pub fn choose(call: &Call, net: &Network) -> Algorithm {
             .find(applies)
             .expect("every collective has an algorithm for every operation");
     }
-    let (a, k) = (net.step_bytes, net.combine);
+    let (a, k, cp) = (net.step_bytes, net.combine, net.copy);
     let pf = p as f64;
     // Steps of a tree, and of the power-of-two part of a fold.
     let lg = f64::from(p.next_power_of_two().trailing_zeros());
@@ -277,13 +281,14 @@ pub fn choose(call: &Call, net: &Network) -> Algorithm {
             cheaper(bin, sa).0
         }
         Collective::Reduce => {
-            let bin = (Binomial, lg * (a + n * (1.0 + k)));
+            let m = crate::reduce::segments(call.bytes()) as f64;
+            let bin = (Binomial, (lg + m - 1.0) * (a + n / m * (1.0 + k)));
             if !comm {
                 return Binomial;
             }
             let sg = (
                 ScatterGather,
-                fold * (a + n * (1.0 + k)) + 2.0 * l2 * a + share2 * n * (2.0 + k),
+                n * cp + fold * (a + n * (1.0 + k)) + 2.0 * l2 * a + share2 * n * (2.0 + k),
             );
             cheaper(bin, sg).0
         }
@@ -303,7 +308,7 @@ pub fn choose(call: &Call, net: &Network) -> Algorithm {
                 RecursiveDoubling,
                 fold * (2.0 * a + (pf + 1.0) * n) + l2 * a + (pf - 1.0) * n,
             );
-            let bruck = (Bruck, lg * a + (pf - 1.0) * n);
+            let bruck = (Bruck, lg * a + (pf - 1.0) * n + (pf + 1.0) * n * cp);
             // Within a tenth of the cheapest, the ring: no rotation copy
             // and only neighbours talking.
             let best = cheaper(cheaper(rd, bruck), ring);
@@ -315,7 +320,10 @@ pub fn choose(call: &Call, net: &Network) -> Algorithm {
         }
         Collective::Alltoall => {
             let pairwise = (Pairwise, (pf - 1.0) * (a + n));
-            let bruck = (Bruck, lg * (a + (pf / 2.0).ceil() * n));
+            let bruck = (
+                Bruck,
+                lg * (a + (pf / 2.0).ceil() * n * (1.0 + 2.0 * cp)) + 2.0 * pf * n * cp,
+            );
             cheaper(pairwise, bruck).0
         }
         Collective::ReduceScatter => {
@@ -389,7 +397,7 @@ pub fn build(call: &Call, algorithm: Algorithm) -> Result<Schedule, Unsupported>
         (Collective::Barrier, _) => barrier::dissemination(rank, p),
         (Collective::Broadcast, Binomial) => broadcast::binomial(rank, p, root, n),
         (Collective::Broadcast, _) => broadcast::scatter_allgather(rank, p, root, count, elem),
-        (Collective::Reduce, Binomial) => reduce::binomial(rank, p, root, n, commutative),
+        (Collective::Reduce, Binomial) => reduce::binomial(rank, p, root, count, elem, commutative),
         (Collective::Reduce, _) => reduce::scatter_gather(rank, p, root, count, elem),
         (Collective::Allreduce, RecursiveDoubling) => allreduce::recursive_doubling(rank, p, n),
         (Collective::Allreduce, Ring) => allreduce::ring(rank, p, count, elem),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::exec::Run;
 use crate::op::Combiner;
 use crate::schedule::Schedule;
+use crate::scratch::ScratchPool;
 use crate::{Channel, Error};
 
 /// Messages in flight between simulated members, and what each sent.
@@ -176,13 +177,16 @@ pub fn run(members: Vec<Member>, combiner: Option<Combiner>) -> Result<Vec<Vec<u
         outputs.push(m.output);
         schedules.push(m.schedule);
     }
+    // New scratch is filled with a pattern: a schedule that read scratch
+    // before writing it would give itself away.
+    let scratch = Arc::new(ScratchPool::filled(0xa5));
     let mut runs: Vec<Run<SimRecv>> = schedules
         .into_iter()
         .zip(inputs.iter().zip(outputs.iter_mut()))
         .map(|(s, (i, o))| {
             // SAFETY: `inputs` and `outputs` are neither moved nor touched
             // until every run is done or dropped, below.
-            unsafe { Run::new(s, 0, i.as_ptr(), o.as_mut_ptr(), combiner.clone()) }
+            unsafe { Run::new(s, 0, i.as_ptr(), o.as_mut_ptr(), combiner.clone(), &scratch) }
         })
         .collect();
     let mut done = vec![false; p];

@@ -9,7 +9,7 @@ use weft_collectives::model::LogGP;
 use weft_collectives::op::{Combiner, Element, ReduceOp};
 use weft_collectives::select::{build, choose, Call, Network};
 use weft_collectives::sim::{self, Member};
-use weft_collectives::{Algorithm, Collective};
+use weft_collectives::{reduce, Algorithm, Collective};
 
 fn team_sizes() -> impl Iterator<Item = usize> {
     (1..=65).chain([128, 1000, 1024])
@@ -239,6 +239,30 @@ fn a_non_commutative_operation_is_combined_in_member_order() {
                     check(template, a, Some(&op), &gen);
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn a_long_binomial_reduce_goes_in_segments_and_matches_the_reference() {
+    let sum = Combiner::builtin::<u64>(ReduceOp::Sum).unwrap();
+    let op = Combiner::user(false, matmul);
+    let gen = |r: usize, i: usize| {
+        let m: Mat = [1, (r + i) as u32 % 5, (r * 3) as u32 % 7, 2];
+        bytemuck::bytes_of(&m).to_vec()
+    };
+    // Two and a half segments, so the last one is shorter.
+    let bytes = 5 * reduce::SEGMENT / 2;
+    for p in [2, 3, 4, 5, 8] {
+        for root in [0, p / 2] {
+            let c = call(Collective::Reduce, p, root, bytes / 8 + 1, 8);
+            assert_eq!(reduce::segments(c.bytes()), 3);
+            check(c, Algorithm::Binomial, Some(&sum), &u64_bytes);
+            let ordered = Call {
+                commutative: false,
+                ..call(Collective::Reduce, p, root, bytes / 16 + 1, 16)
+            };
+            check(ordered, Algorithm::Binomial, Some(&op), &gen);
         }
     }
 }

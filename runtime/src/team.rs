@@ -26,6 +26,7 @@ use weft_collectives::exec::Run;
 use weft_collectives::model::LogGP;
 use weft_collectives::op::{Combiner, Element, ReduceOp};
 use weft_collectives::schedule::Schedule;
+use weft_collectives::scratch::ScratchPool;
 use weft_collectives::select::{self, Call, Network};
 use weft_collectives::{Algorithm, Collective, Signature};
 
@@ -78,6 +79,8 @@ pub(crate) struct TeamInner {
     flat: Option<flat::Region>,
     schedules: Mutex<HashMap<(Call, Algorithm), Arc<Schedule>>>,
     ids: Arc<Mutex<TeamIds>>,
+    /// Scratch space of collective runs, shared by the PE's teams.
+    scratch: Arc<ScratchPool>,
 }
 
 impl TeamInner {
@@ -86,6 +89,7 @@ impl TeamInner {
         members: Vec<usize>,
         me: usize,
         ids: Arc<Mutex<TeamIds>>,
+        scratch: Arc<ScratchPool>,
         flat: Option<flat::Region>,
     ) -> Arc<TeamInner> {
         ids.lock().used[id as usize / 64] |= 1 << (id % 64);
@@ -97,6 +101,7 @@ impl TeamInner {
             flat,
             schedules: Mutex::new(HashMap::new()),
             ids,
+            scratch,
         })
     }
 
@@ -339,6 +344,7 @@ impl<'w> Team<'w> {
                 a.input.as_ptr(),
                 a.output.as_mut_ptr(),
                 combiner,
+                &self.inner.scratch,
             )
         };
         Ok(CollRun {
@@ -666,7 +672,14 @@ impl<'w> Team<'w> {
     fn child(&self, id: u32, members: Vec<usize>, me: usize) -> Team<'w> {
         Team {
             world: self.world,
-            inner: TeamInner::new(id, members, me, self.inner.ids.clone(), None),
+            inner: TeamInner::new(
+                id,
+                members,
+                me,
+                self.inner.ids.clone(),
+                self.inner.scratch.clone(),
+                None,
+            ),
         }
     }
 

@@ -120,7 +120,14 @@ impl World {
             engine,
             progress_thread: Mutex::new(progress_thread),
             finalized: AtomicBool::new(false),
-            world_team: TeamInner::new(0, (0..size).collect(), rank, TeamIds::new(), flat),
+            world_team: TeamInner::new(
+                0,
+                (0..size).collect(),
+                rank,
+                TeamIds::new(),
+                Arc::default(),
+                flat,
+            ),
         })
     }
 
