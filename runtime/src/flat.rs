@@ -209,12 +209,14 @@ impl Region {
             std::hint::spin_loop();
         }
         let waiting = RefCell::new(Vec::new());
-        world.engine().wait(op, Watch::Listed(&waiting), |_| {
-            let mut w = waiting.borrow_mut();
-            w.clear();
-            w.extend(others().filter(|&j| !arrived(j)));
-            w.is_empty().then_some(Ok(()))
-        })
+        world
+            .engine()
+            .wait_memory(op, Watch::Listed(&waiting), |_| {
+                let mut w = waiting.borrow_mut();
+                w.clear();
+                w.extend(others().filter(|&j| !arrived(j)));
+                w.is_empty().then_some(Ok(()))
+            })
     }
 
     /// Runs call `c` on the flat path. `Ok(false)`: a member takes the

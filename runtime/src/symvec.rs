@@ -364,7 +364,7 @@ impl<T: AtomicInt> SymVec<'_, T> {
         self.span(OP, index, 1)?;
         self.world
             .engine()
-            .wait(OP, Watch::All, |_| match self.test(index, cmp, value) {
+            .wait_memory(OP, Watch::All, |_| match self.test(index, cmp, value) {
                 Ok(true) => Some(Ok(())),
                 Ok(false) => None,
                 Err(e) => Some(Err(e.cause)),

@@ -57,6 +57,13 @@ fn probe_truncation_and_bad_arguments() {
 }
 
 #[test]
+fn a_receiver_asleep_in_a_long_wait_gets_a_late_message() {
+    for n in ranks([2, 4]) {
+        twosided(&["late"], n, &[]);
+    }
+}
+
+#[test]
 fn randomized_stress_for_30_seconds() {
     let job = twosided(&["stress", "2026"], 2, &[]);
     assert!(job.stdout.contains("stress: seed 2026"), "{}", job.stdout);

@@ -10,6 +10,10 @@ const SPINS: u32 = 64;
 /// slack included) costs tens of microseconds per wake-up.
 const YIELD_FOR: Duration = Duration::from_millis(2);
 const MAX_SLEEP_US: u64 = 200;
+/// Yields between two readings of the clock. Reading it can be far from
+/// free: a virtual machine without a stable TSC reads an emulated timer
+/// device, which under software emulation also stalls the emulated NIC.
+const YIELDS_PER_CLOCK: u32 = 32;
 
 /// One waiter's back-off state; call [`Backoff::snooze`] after each failed check.
 pub struct Backoff {
@@ -18,6 +22,8 @@ pub struct Backoff {
     step: u32,
     /// When the waiter started yielding.
     yielding: Option<Instant>,
+    /// Yields since the clock was last read.
+    yields: u32,
     sleeps: u32,
 }
 
@@ -30,6 +36,7 @@ impl Backoff {
             spins: if oversubscribed { 0 } else { SPINS },
             step: 0,
             yielding: None,
+            yields: 0,
             sleeps: 0,
         }
     }
@@ -43,20 +50,30 @@ impl Backoff {
     /// oversubscribed), then `sched_yield` for 2 ms, then sleeps that double
     /// up to 200 µs.
     pub fn snooze(&mut self) {
+        if let Some(nap) = self.pause() {
+            std::thread::sleep(nap);
+        }
+    }
+
+    /// Like [`Backoff::snooze`], but in the sleeping stage returns how long
+    /// to sleep instead of sleeping, for a waiter that sleeps its own way
+    /// (on a descriptor that may wake it sooner).
+    pub fn pause(&mut self) -> Option<Duration> {
         if self.step < self.spins {
             for _ in 0..(1u32 << (self.step / 8)) {
                 std::hint::spin_loop();
             }
             self.step += 1;
-            return;
+            return None;
         }
         let since = *self.yielding.get_or_insert_with(Instant::now);
-        if since.elapsed() < YIELD_FOR {
+        self.yields = self.yields.wrapping_add(1);
+        if self.yields % YIELDS_PER_CLOCK != 0 || since.elapsed() < YIELD_FOR {
             std::thread::yield_now();
-        } else {
-            let doublings = self.sleeps.min(8);
-            std::thread::sleep(Duration::from_micros((1u64 << doublings).min(MAX_SLEEP_US)));
-            self.sleeps = self.sleeps.saturating_add(1);
+            return None;
         }
+        let doublings = self.sleeps.min(8);
+        self.sleeps = self.sleeps.saturating_add(1);
+        Some(Duration::from_micros((1u64 << doublings).min(MAX_SLEEP_US)))
     }
 }

@@ -1,3 +1,5 @@
+use std::os::fd::RawFd;
+
 use crate::TransportError;
 
 /// What a transport can do; the runtime routes and sizes operations by it.
@@ -187,6 +189,22 @@ pub trait Transport: Send + Sync {
     /// Whether `peer`'s process is still running, as far as this transport
     /// can tell. Waiters use it to turn a dead peer into an error.
     fn peer_alive(&self, peer: usize) -> bool;
+
+    /// A descriptor that becomes readable when this transport has a
+    /// completion or a message after [`Transport::arm`], so that a waiter
+    /// with nothing to do can sleep on it instead of polling; `None` (the
+    /// default) for a transport that cannot wake a waiter (shared memory,
+    /// whose peers write memory directly).
+    fn event_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// Asks for a wake-up on [`Transport::event_fd`] at the next completion
+    /// or message. What arrived before arming raises no event, so a waiter
+    /// arms, polls once more, then sleeps on the descriptor.
+    fn arm(&self) -> Result<(), TransportError> {
+        Ok(())
+    }
 
     /// Delivers received messages to `sink`, in order per source; returns how
     /// many were delivered.

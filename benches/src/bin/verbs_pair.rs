@@ -30,7 +30,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(1000);
-    let bw_iters = 5 * iters;
     let world = weft::init()?;
     if world.size() != 2 {
         return Err("run with exactly 2 ranks".into());
@@ -60,11 +59,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if me == 0 {
         let data = vec![7u8; BW_SIZE];
         let t = Instant::now();
-        for _ in 0..bw_iters {
+        for _ in 0..iters {
             buf.put_nbi(peer, 0, &data)?;
         }
         world.quiet()?;
-        rows.push(("write_bw", BW_SIZE, mib_per_s(t, BW_SIZE * bw_iters)));
+        rows.push(("write_bw", BW_SIZE, mib_per_s(t, BW_SIZE * iters)));
 
         let mut out = [0u8; LAT_SIZE];
         let t = Instant::now();
@@ -74,11 +73,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         rows.push(("read_lat", LAT_SIZE, micros(t) / iters as f64));
 
         let t = Instant::now();
-        for _ in 0..bw_iters {
+        for _ in 0..iters {
             buf.get_nbi(peer, 0, &sink, 0, BW_SIZE)?;
         }
         world.quiet()?;
-        rows.push(("read_bw", BW_SIZE, mib_per_s(t, BW_SIZE * bw_iters)));
+        rows.push(("read_bw", BW_SIZE, mib_per_s(t, BW_SIZE * iters)));
 
         let t = Instant::now();
         for _ in 0..iters {

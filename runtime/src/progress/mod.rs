@@ -28,6 +28,7 @@ pub(crate) mod wire;
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -331,8 +332,19 @@ fn malformed(peer: usize, detail: String) -> Cause {
 /// Polls a waiter makes per taking of the engine lock.
 const POLLS_PER_LOCK: usize = 16;
 
-/// How often a waiter asks whether the peers it depends on are alive.
+/// How often a waiter asks whether the peers it depends on are alive; also
+/// the longest a waiter sleeps on its lanes' event descriptors.
 const LIVENESS_PERIOD: Duration = Duration::from_millis(20);
+
+/// What changes the condition a wait waits for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wakes {
+    /// A message arriving or a request completing, which a lane may
+    /// announce on its event descriptor.
+    OnEvents,
+    /// Memory that peers write directly, which nothing announces.
+    OnMemory,
+}
 
 impl Engine {
     pub(crate) fn new(
@@ -467,10 +479,36 @@ impl Engine {
 
     /// Blocks until `ready` returns a value, driving progress and backing
     /// off meanwhile. A peer in `watch` that dies turns into an error.
+    /// `ready` must change only when a message arrives or a request of
+    /// this PE completes: a long wait sleeps until a lane announces one
+    /// (see [`Engine::nap`]). A condition on memory that peers write uses
+    /// [`Engine::wait_memory`].
     pub(crate) fn wait<T>(
         &self,
         op: &'static str,
         watch: Watch<'_>,
+        ready: impl FnMut(&mut State) -> Option<Result<T, Cause>>,
+    ) -> Result<T> {
+        self.wait_for(op, watch, Wakes::OnEvents, ready)
+    }
+
+    /// [`Engine::wait`] for a condition on memory that peers write
+    /// directly (a put, a flag): nothing announces it, so a long wait
+    /// sleeps for short spells only.
+    pub(crate) fn wait_memory<T>(
+        &self,
+        op: &'static str,
+        watch: Watch<'_>,
+        ready: impl FnMut(&mut State) -> Option<Result<T, Cause>>,
+    ) -> Result<T> {
+        self.wait_for(op, watch, Wakes::OnMemory, ready)
+    }
+
+    fn wait_for<T>(
+        &self,
+        op: &'static str,
+        watch: Watch<'_>,
+        wakes: Wakes,
         mut ready: impl FnMut(&mut State) -> Option<Result<T, Cause>>,
     ) -> Result<T> {
         let mut backoff = Backoff::new(self.settings.oversubscribed);
@@ -500,9 +538,11 @@ impl Engine {
                 backoff = Backoff::new(self.settings.oversubscribed);
                 continue;
             }
-            backoff.snooze();
-            if !backoff.is_sleeping() {
+            let Some(nap) = backoff.pause() else {
                 continue;
+            };
+            if let Some(r) = self.nap(op, watch, wakes, nap, &mut ready)? {
+                return r.map_err(|c| self.error(op, c));
             }
             if checked.is_none_or(|t| t.elapsed() >= LIVENESS_PERIOD) {
                 checked = Some(Instant::now());
@@ -520,6 +560,78 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The sleep of a long wait. When the wait is driven by events and
+    /// every peer it watches is reached by a lane that can announce them
+    /// (verbs: a completion channel), the lanes are armed, progress runs
+    /// once more (what arrived before arming is announced by nothing), and
+    /// the waiter sleeps on their descriptors for up to
+    /// [`LIVENESS_PERIOD`]; a sleeping PE then costs its node nothing,
+    /// which matters where the NIC's work is done by the host's CPUs (as
+    /// Soft-RoCE's is). Otherwise it sleeps for `nap`. Returns `ready`'s
+    /// value if the last round of progress made it.
+    fn nap<T>(
+        &self,
+        op: &'static str,
+        watch: Watch<'_>,
+        wakes: Wakes,
+        nap: Duration,
+        ready: &mut impl FnMut(&mut State) -> Option<Result<T, Cause>>,
+    ) -> Result<Option<Result<T, Cause>>> {
+        let fds = match wakes {
+            Wakes::OnEvents => self.event_fds(watch),
+            Wakes::OnMemory => None,
+        };
+        let Some(fds) = fds else {
+            std::thread::sleep(nap);
+            return Ok(None);
+        };
+        let mut st = self.lock(op)?;
+        for &(lane, _) in &fds {
+            self.lanes[lane]
+                .arm()
+                .map_err(|e| self.error(op, Cause::Transport(e)))?;
+        }
+        self.progress(&mut st).map_err(|c| self.error(op, c))?;
+        if let Some(r) = ready(&mut st) {
+            return Ok(Some(r));
+        }
+        drop(st);
+        let mut polled: Vec<libc::pollfd> = fds
+            .iter()
+            .map(|&(_, fd)| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let ms = LIVENESS_PERIOD.as_millis() as libc::c_int;
+        // SAFETY: `polled` is a live array of `polled.len()` pollfd entries.
+        // A failure (EINTR) only ends the sleep early.
+        unsafe { libc::poll(polled.as_mut_ptr(), polled.len() as libc::nfds_t, ms) };
+        Ok(None)
+    }
+
+    /// The lanes (index, event descriptor) that reach the peers `watch`
+    /// names, or `None` if one of those lanes cannot announce events.
+    fn event_fds(&self, watch: Watch<'_>) -> Option<Vec<(usize, RawFd)>> {
+        let peers: Vec<usize> = match watch {
+            Watch::Peer(pe) => vec![pe],
+            Watch::All => (0..self.size).filter(|&pe| pe != self.rank).collect(),
+            Watch::Listed(pes) => pes.borrow().clone(),
+            Watch::Request(id) => self
+                .coll_waiting_for(&self.state.lock(), id)
+                .unwrap_or_else(|| (0..self.size).filter(|&pe| pe != self.rank).collect()),
+        };
+        let mut fds: Vec<(usize, RawFd)> = Vec::new();
+        for pe in peers {
+            let lane = *self.route.get(pe)? as usize;
+            if fds.iter().all(|&(l, _)| l != lane) {
+                fds.push((lane, self.lanes[lane].event_fd()?));
+            }
+        }
+        (!fds.is_empty()).then_some(fds)
     }
 
     fn dead_peer(&self, watch: Watch<'_>) -> Option<usize> {

@@ -134,6 +134,7 @@ fn main() -> ExitCode {
         "explode" => explode(world, &prog),
         "exit-early" => exit_early(world),
         "probe" => probe(world),
+        "late" => late(world),
         other => Err(format!("unknown scenario {other:?}")),
     };
     finish(world, &scenario, result)
@@ -736,4 +737,34 @@ fn probe(world: &World) -> Check {
         })?;
     }
     Ok(())
+}
+
+/// Pairs (0,1), (2,3), ...: the receiver waits long enough to reach its
+/// sleeping stage (on verbs, asleep on the lane's event descriptor) before
+/// each message comes; the messages and the replies to them arrive intact.
+fn late(world: &World) -> Check {
+    let (me, n) = (world.rank(), world.size());
+    let partner = me ^ 1;
+    if partner >= n {
+        return Ok(());
+    }
+    for round in 0..3u32 {
+        let (sender, value) = (round % 2 == me as u32 % 2, round * 1000 + me as u32);
+        if sender {
+            std::thread::sleep(Duration::from_millis(150));
+            w(world.send(partner, Tag(round), &[value; 3]))?;
+            let mut back = [0u32; 3];
+            w(world.recv(partner, Tag(round), &mut back))?;
+            ensure(back == [value + 1; 3], || {
+                format!("reply {back:?} in round {round}")
+            })?;
+        } else {
+            let mut got = [0u32; 3];
+            w(world.recv(partner, Tag(round), &mut got))?;
+            let want = round * 1000 + partner as u32;
+            ensure(got == [want; 3], || format!("got {got:?} in round {round}"))?;
+            w(world.send(partner, Tag(round), &[want + 1; 3]))?;
+        }
+    }
+    w(world.barrier_all())
 }

@@ -5,6 +5,7 @@
 
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::io;
+use std::os::fd::RawFd;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -188,6 +189,21 @@ impl Device {
         // SAFETY: the device is open and `out` has room for `n` entries.
         let got = unsafe { ffi::weft_poll(self.raw.as_ptr(), recv as c_int, out.as_mut_ptr(), n) };
         usize::try_from(got).map_err(|_| io::Error::other("ibv_poll_cq failed"))
+    }
+
+    /// The completion channel's descriptor: readable once a queue armed
+    /// by [`Device::arm`] has a new completion.
+    pub(super) fn event_fd(&self) -> RawFd {
+        // SAFETY: the device is open; this reads one field.
+        unsafe { ffi::weft_event_fd(self.raw.as_ptr()) }
+    }
+
+    /// Acknowledges the events seen so far and asks both completion queues
+    /// for an event at their next completion (one that arrived before is
+    /// not announced: poll once more before sleeping).
+    pub(super) fn arm(&self) -> io::Result<()> {
+        // SAFETY: the device is open; the channel is non-blocking.
+        errno(unsafe { ffi::weft_arm(self.raw.as_ptr()) })
     }
 }
 

@@ -95,6 +95,8 @@ extern "C" {
     ) -> *mut RawDevice;
     pub(super) fn weft_port_of(d: *const RawDevice) -> *const Port;
     pub(super) fn weft_close(d: *mut RawDevice);
+    pub(super) fn weft_event_fd(d: *const RawDevice) -> c_int;
+    pub(super) fn weft_arm(d: *mut RawDevice) -> c_int;
     pub(super) fn weft_reg(
         d: *mut RawDevice,
         addr: *mut c_void,

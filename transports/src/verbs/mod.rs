@@ -46,6 +46,7 @@ mod device;
 mod ffi;
 
 use std::collections::{HashMap, VecDeque};
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -78,6 +79,8 @@ const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
 /// How often waits look for peers with requests in flight that can no
 /// longer answer.
 const UNREACHABLE_CHECK: Duration = Duration::from_millis(50);
+/// Turns of a wait loop between two readings of the clock.
+const CLOCK_EVERY: u32 = 64;
 /// How often an idle peer on another node is probed while someone waits on it.
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a signaled request to a peer on another node may go without a
@@ -634,6 +637,8 @@ impl VerbsTransport {
     ) -> Result<T, TransportError> {
         let mut backoff = Backoff::new(self.oversubscribed);
         let mut checked = Instant::now();
+        // The clock is read once in a while only (see the back-off's note).
+        let mut turns = 0u32;
         loop {
             {
                 let mut st = self.state.lock();
@@ -641,7 +646,8 @@ impl VerbsTransport {
                 if let Some(v) = done(&mut st)? {
                     return Ok(v);
                 }
-                if checked.elapsed() >= UNREACHABLE_CHECK {
+                turns = turns.wrapping_add(1);
+                if turns % CLOCK_EVERY == 0 && checked.elapsed() >= UNREACHABLE_CHECK {
                     self.drop_unreachable(&mut st);
                     checked = Instant::now();
                 }
@@ -734,6 +740,58 @@ impl VerbsTransport {
             Some(seq) => self.wait_for(pe, seq),
             None => Ok(()),
         }
+    }
+
+    /// Posts RDMA reads of `len` bytes at `offset` in `pe`'s heap into
+    /// `dst`, at most [`MAX_TRANSFER`] each, the last in `last` mode (the
+    /// others unsignaled); returns the last one's sequence number, if any.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of `len` bytes until the reads have
+    /// retired, and nothing else may access it meanwhile.
+    unsafe fn read_into(
+        &self,
+        pe: usize,
+        offset: usize,
+        dst: *mut u8,
+        len: usize,
+        last: Mode,
+    ) -> Result<Option<u64>, TransportError> {
+        let p = self.span(pe, offset, len)?;
+        let remote = p.heap_addr + offset as u64;
+        let mut done = 0;
+        let mut seq = None;
+        while done < len {
+            let n = (len - done).min(MAX_TRANSFER);
+            let at = dst.wrapping_add(done);
+            let mut st = self.state.lock();
+            let mut wr = WorkRequest {
+                remote_addr: remote + done as u64,
+                rkey: p.heap_rkey,
+                length: n as u32,
+                opcode: device::OP_READ,
+                ..Default::default()
+            };
+            let action = if n <= BOUNCE_SIZE && !self.heap.covers(at as u64, n) {
+                let slot = self.slot(&mut st)?;
+                wr.local_addr = self.area.slot(slot) as u64;
+                wr.lkey = self.area.keys().1;
+                Action::CopyOut {
+                    slot,
+                    dst: at as usize,
+                    len: n,
+                }
+            } else {
+                let (lkey, action) = self.local_key(&mut st, at, n, "get")?;
+                wr.local_addr = at as u64;
+                wr.lkey = lkey;
+                action
+            };
+            done += n;
+            let mode = if done == len { last } else { Mode::Quiet };
+            seq = Some(self.post(&mut st, pe, "get", wr, mode, action)?);
+        }
+        Ok(seq)
     }
 
     /// Posts a signaled atomic on the 8-byte word at `offset` of `pe`'s heap
@@ -876,39 +934,25 @@ impl Transport for VerbsTransport {
         dst: *mut u8,
         len: usize,
     ) -> Result<(), TransportError> {
-        let p = self.span(peer, offset, len)?;
-        let remote = p.heap_addr + offset as u64;
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(MAX_TRANSFER);
-            let at = dst.wrapping_add(done);
-            let mut st = self.state.lock();
-            let mut wr = WorkRequest {
-                remote_addr: remote + done as u64,
-                rkey: p.heap_rkey,
-                length: n as u32,
-                opcode: device::OP_READ,
-                ..Default::default()
-            };
-            let action = if n <= BOUNCE_SIZE && !self.heap.covers(at as u64, n) {
-                let slot = self.slot(&mut st)?;
-                wr.local_addr = self.area.slot(slot) as u64;
-                wr.lkey = self.area.keys().1;
-                Action::CopyOut {
-                    slot,
-                    dst: at as usize,
-                    len: n,
-                }
-            } else {
-                let (lkey, action) = self.local_key(&mut st, at, n, "get")?;
-                wr.local_addr = at as u64;
-                wr.lkey = lkey;
-                action
-            };
-            self.post(&mut st, peer, "get", wr, Mode::Quiet, action)?;
-            done += n;
+        // SAFETY: the caller's promise (see the trait) is read_into's.
+        unsafe { self.read_into(peer, offset, dst, len, Mode::Quiet) }.map(drop)
+    }
+
+    /// The last read signaled and waited for alone: one round trip, where
+    /// get and quiet would add a flush request behind it.
+    fn get_blocking(
+        &self,
+        peer: usize,
+        offset: usize,
+        dst: &mut [u8],
+    ) -> Result<(), TransportError> {
+        // SAFETY: `dst` is borrowed exclusively until this returns, which
+        // is after the last read, and so every read before it, retired.
+        let seq = unsafe { self.read_into(peer, offset, dst.as_mut_ptr(), dst.len(), Mode::Wait) }?;
+        match seq {
+            Some(seq) => self.wait_for(peer, seq),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn atomic(
@@ -1076,6 +1120,16 @@ impl Transport for VerbsTransport {
             (addr, rkey),
             dst.len(),
         )
+    }
+
+    fn event_fd(&self) -> Option<RawFd> {
+        Some(self.device.event_fd())
+    }
+
+    fn arm(&self) -> Result<(), TransportError> {
+        self.device
+            .arm()
+            .map_err(|e| os("ibv_req_notify_cq", "the completion queues", e))
     }
 
     fn peer_alive(&self, peer: usize) -> bool {

@@ -9,6 +9,7 @@
  * structures below (mirrored in ffi.rs).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,10 +32,13 @@ struct weft_port {
 };
 
 /* An open device: context, protection domain, one send and one receive
- * completion queue, and one shared receive queue. */
+ * completion queue (both reporting to one non-blocking completion channel,
+ * so that a waiter can sleep until something completes), and one shared
+ * receive queue. */
 struct weft_dev {
 	struct ibv_context *ctx;
 	struct ibv_pd *pd;
+	struct ibv_comp_channel *channel;
 	struct ibv_cq *send_cq;
 	struct ibv_cq *recv_cq;
 	struct ibv_srq *srq;
@@ -201,8 +205,20 @@ struct weft_dev *weft_open(const char *name, int gid_index, uint32_t cq_depth,
 		say(err, errlen, "ibv_alloc_pd", errno);
 		goto fail;
 	}
-	d->send_cq = ibv_create_cq(d->ctx, (int)cq_depth, NULL, NULL, 0);
-	d->recv_cq = ibv_create_cq(d->ctx, (int)cq_depth, NULL, NULL, 0);
+	d->channel = ibv_create_comp_channel(d->ctx);
+	if (!d->channel) {
+		say(err, errlen, "ibv_create_comp_channel", errno);
+		goto fail;
+	}
+	{
+		int fl = fcntl(d->channel->fd, F_GETFL);
+		if (fl < 0 || fcntl(d->channel->fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+			say(err, errlen, "fcntl on the completion channel", errno);
+			goto fail;
+		}
+	}
+	d->send_cq = ibv_create_cq(d->ctx, (int)cq_depth, NULL, d->channel, 0);
+	d->recv_cq = ibv_create_cq(d->ctx, (int)cq_depth, NULL, d->channel, 0);
 	if (!d->send_cq || !d->recv_cq) {
 		say(err, errlen, "ibv_create_cq", errno);
 		goto fail;
@@ -226,6 +242,8 @@ fail:
 		ibv_destroy_cq(d->send_cq);
 	if (d->recv_cq)
 		ibv_destroy_cq(d->recv_cq);
+	if (d->channel)
+		ibv_destroy_comp_channel(d->channel);
 	if (d->pd)
 		ibv_dealloc_pd(d->pd);
 	ibv_close_device(d->ctx);
@@ -238,11 +256,48 @@ const struct weft_port *weft_port_of(const struct weft_dev *d)
 	return &d->port;
 }
 
+/* The completion channel's file descriptor: readable once a completion
+ * queue armed by weft_arm has a new completion. */
+int weft_event_fd(const struct weft_dev *d)
+{
+	return d->channel->fd;
+}
+
+/* Takes and acknowledges the events the channel holds (without blocking),
+ * then asks both completion queues for an event at their next completion.
+ * A completion that arrived before this call raises no event: the caller
+ * polls the queues once more before it sleeps on the channel. */
+int weft_arm(struct weft_dev *d)
+{
+	struct ibv_cq *cq;
+	void *cq_ctx;
+	unsigned int send_events = 0, recv_events = 0;
+	while (ibv_get_cq_event(d->channel, &cq, &cq_ctx) == 0) {
+		if (cq == d->send_cq)
+			send_events++;
+		else
+			recv_events++;
+	}
+	if (send_events)
+		ibv_ack_cq_events(d->send_cq, send_events);
+	if (recv_events)
+		ibv_ack_cq_events(d->recv_cq, recv_events);
+	if (ibv_req_notify_cq(d->send_cq, 0) || ibv_req_notify_cq(d->recv_cq, 0))
+		return errno ? errno : EIO;
+	return 0;
+}
+
 void weft_close(struct weft_dev *d)
 {
+	struct ibv_cq *cq;
+	void *cq_ctx;
+	/* Every event must be acknowledged before its queue is destroyed. */
+	while (ibv_get_cq_event(d->channel, &cq, &cq_ctx) == 0)
+		ibv_ack_cq_events(cq, 1);
 	ibv_destroy_srq(d->srq);
 	ibv_destroy_cq(d->send_cq);
 	ibv_destroy_cq(d->recv_cq);
+	ibv_destroy_comp_channel(d->channel);
 	ibv_dealloc_pd(d->pd);
 	ibv_close_device(d->ctx);
 	free(d);

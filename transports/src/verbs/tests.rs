@@ -198,3 +198,42 @@ fn verbs_rendezvous_reads_and_bad_keys() {
     let e = b.put(0, 0, b"after").unwrap_err();
     assert!(e.to_string().contains("PE 0"), "{e}");
 }
+
+/// Whether `fd` becomes readable within `ms` milliseconds.
+fn readable(fd: RawFd, ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `p` is one live pollfd.
+    unsafe { libc::poll(&mut p, 1, ms) == 1 }
+}
+
+#[test]
+#[ignore = "needs an RDMA device"]
+fn verbs_an_armed_lane_announces_a_message_and_rearming_clears_it() {
+    let (a, b, _segs) = pair("evt");
+    let fd = b.event_fd().expect("verbs lanes have an event descriptor");
+    b.arm().unwrap();
+    assert!(!readable(fd, 0), "nothing arrived yet");
+    a.send(1, 7, b"wake up").unwrap();
+    assert!(
+        readable(fd, 30_000),
+        "a message to an armed lane raised no event"
+    );
+    let mut got = Vec::new();
+    b.poll(&mut |m| got.push((m.header, m.payload.to_vec())))
+        .unwrap();
+    assert_eq!(got, vec![(7, b"wake up".to_vec())]);
+    // Arming again takes the event, so the descriptor is quiet until the
+    // next completion: here PE 1's own signaled request.
+    b.arm().unwrap();
+    assert!(!readable(fd, 0), "the event was not taken");
+    assert_eq!(
+        b.atomic(0, 64, AtomicWidth::W64, AtomicOp::FetchAdd(1))
+            .unwrap(),
+        0
+    );
+    assert!(readable(fd, 30_000), "a completion raised no event");
+}
