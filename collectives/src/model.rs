@@ -12,11 +12,11 @@
 //! `m gamma` where it reduces; `g` matters only when a member sends several
 //! messages back to back, which these algorithms do not on their critical
 //! path. A binomial reduce of `m` segments is a pipeline of
-//! `ceil(log2 p) + m - 1` steps of one segment each. Local copies cost `copy` per byte where an algorithm copies more
-//! than a member's own block on its critical path: the working copy of a
-//! non-root's vector in reduce's scatter-gather, the rotations of Bruck's
-//! allgather, and the rotations, packing and unpacking of Bruck's
-//! alltoall. The formulas follow Thakur, Rabenseifner and Gropp,
+//! `ceil(log2 p) + m - 1` steps of one segment each. Local copies cost
+//! `copy` per byte where an algorithm copies more than a member's own
+//! block on its critical path: the working copy of a non-root's vector in
+//! reduce's scatter-gather, the rotations of Bruck's allgather, and the
+//! rotations, packing and unpacking of Bruck's alltoall. The formulas follow Thakur, Rabenseifner and Gropp,
 //! "Optimization of Collective Communication Operations in MPICH" (2005),
 //! extended with the extra steps our folding of team sizes that are not
 //! powers of two takes.

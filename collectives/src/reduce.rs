@@ -65,9 +65,10 @@ pub fn binomial(
     };
     let mut b = Builder::default();
     if children.is_empty() {
-        for s in 0..nseg {
-            let (off, len) = seg(s);
-            if let Some(to) = parent {
+        // A leaf sends every segment at once (a team of one has no parent).
+        if let Some(to) = parent {
+            for s in 0..nseg {
+                let (off, len) = seg(s);
                 b.send(to, data.sub(off, len));
             }
         }

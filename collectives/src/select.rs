@@ -234,9 +234,9 @@ impl Network {
 
 /// The algorithm the rule picks for `call` on `net`: each candidate's
 /// cost counted in bytes moved, `steps * step_bytes + bytes (+ combined
-/// bytes * combine + copied bytes * copy)`, critical path only, the cheapest taken; operations
-/// that are not commutative only get algorithms that combine in member
-/// order. The steps and bytes are those of the algorithms' descriptions,
+/// bytes * combine + copied bytes * copy)`, critical path only, the
+/// cheapest taken; operations that are not commutative only get
+/// algorithms that combine in member order. The steps and bytes are those of the algorithms' descriptions,
 /// with the fold of team sizes that are not powers of two.
 ///
 /// ```

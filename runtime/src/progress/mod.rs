@@ -614,37 +614,42 @@ impl Engine {
     }
 
     /// The lanes (index, event descriptor) that reach the peers `watch`
-    /// names, or `None` if one of those lanes cannot announce events.
+    /// names (itself aside), or `None` if one of those lanes cannot
+    /// announce events or there is no such peer.
     fn event_fds(&self, watch: Watch<'_>) -> Option<Vec<(usize, RawFd)>> {
-        let peers: Vec<usize> = match watch {
-            Watch::Peer(pe) => vec![pe],
-            Watch::All => (0..self.size).filter(|&pe| pe != self.rank).collect(),
-            Watch::Listed(pes) => pes.borrow().clone(),
-            Watch::Request(id) => self
-                .coll_waiting_for(&self.state.lock(), id)
-                .unwrap_or_else(|| (0..self.size).filter(|&pe| pe != self.rank).collect()),
-        };
         let mut fds: Vec<(usize, RawFd)> = Vec::new();
-        for pe in peers {
-            let lane = *self.route.get(pe)? as usize;
-            if fds.iter().all(|&(l, _)| l != lane) {
-                fds.push((lane, self.lanes[lane].event_fd()?));
+        let silent = self.find_watched(watch, |pe| {
+            let lane = self.route[pe] as usize;
+            if fds.iter().any(|&(l, _)| l == lane) {
+                return false;
             }
-        }
-        (!fds.is_empty()).then_some(fds)
+            match self.lanes[lane].event_fd() {
+                Some(fd) => {
+                    fds.push((lane, fd));
+                    false
+                }
+                None => true,
+            }
+        });
+        (silent.is_none() && !fds.is_empty()).then_some(fds)
     }
 
     fn dead_peer(&self, watch: Watch<'_>) -> Option<usize> {
-        let dead = |pe: &usize| *pe != self.rank && !self.lane_of(*pe).peer_alive(*pe);
+        self.find_watched(watch, |pe| !self.lane_of(pe).peer_alive(pe))
+    }
+
+    /// The first peer `watch` names, this PE aside, for which `f` holds.
+    fn find_watched(&self, watch: Watch<'_>, mut f: impl FnMut(usize) -> bool) -> Option<usize> {
+        let mut hit = |pe: &usize| *pe != self.rank && f(*pe);
         match watch {
-            Watch::Peer(pe) => dead(&pe).then_some(pe),
-            Watch::All => (0..self.size).find(dead),
-            Watch::Listed(pes) => pes.borrow().iter().copied().find(dead),
+            Watch::Peer(pe) => hit(&pe).then_some(pe),
+            Watch::All => (0..self.size).find(hit),
+            Watch::Listed(pes) => pes.borrow().iter().copied().find(hit),
             Watch::Request(id) => {
                 let pes = self.coll_waiting_for(&self.state.lock(), id);
                 match pes {
-                    Some(pes) => pes.into_iter().find(dead),
-                    None => (0..self.size).find(dead),
+                    Some(pes) => pes.into_iter().find(hit),
+                    None => (0..self.size).find(hit),
                 }
             }
         }

@@ -947,12 +947,17 @@ impl Transport for VerbsTransport {
         dst: &mut [u8],
     ) -> Result<(), TransportError> {
         // SAFETY: `dst` is borrowed exclusively until this returns, which
-        // is after the last read, and so every read before it, retired.
-        let seq = unsafe { self.read_into(peer, offset, dst.as_mut_ptr(), dst.len(), Mode::Wait) }?;
-        match seq {
-            Some(seq) => self.wait_for(peer, seq),
-            None => Ok(()),
+        // is after every read of it retired: the last one on success, all
+        // that were posted on an error (below).
+        let done = unsafe { self.read_into(peer, offset, dst.as_mut_ptr(), dst.len(), Mode::Wait) }
+            .and_then(|seq| seq.map_or(Ok(()), |seq| self.wait_for(peer, seq)));
+        if done.is_err() {
+            // A failed queue pair flushes what it holds, so this ends; the
+            // error to report is the one already in hand.
+            let posted = self.state.lock().lanes[peer].next_seq;
+            let _settled = self.wait(|st| Ok((st.lanes[peer].retired() >= posted).then_some(())));
         }
+        done
     }
 
     fn atomic(
