@@ -9,30 +9,44 @@
 //! on every member, so every member gets bit-identical results.
 //!
 //! Every PE's heap begins with a [`Region`]: one *posted* word per sender,
-//! then two sets of slots (one per parity of the call number), one slot
+//! then `K` sets of slots ([`sets`]; call `n` uses set `n mod K`), one slot
 //! per sender: a flag (the call's number + 1), the sender's signature of
-//! the call, and up to [`DATA`] bytes of data.
+//! the call, the call's number, and up to [`DATA`] bytes of data.
 //!
 //! Call `n` on the flat path:
-//! 1. Wait until every member has entered call `n - 1` (its flag of that
-//!    parity or its posted word says so): it no longer reads the slots of
-//!    parity `n`, last written for call `n - 2`.
-//! 2. Write the signature and the block each member needs into its slot,
-//!    then raise the flag to `n + 1` (a put with signal).
-//! 3. Wait until every member has raised its flag for `n`, or posted
-//!    `n + 1`: it takes the general path for this call (the call is
-//!    non-blocking there, too large, has bad arguments or a forced
-//!    algorithm). Exited members are errors naming them.
-//! 4. If a member posted, every member takes the general path, which
-//!    checks the call itself; otherwise members whose signature differs
-//!    from this PE's fail the call on every member, which all see the same
-//!    signatures.
+//! 1. Wait until every member has entered call `n - K + 1` (its flag for
+//!    that call or its posted word says so): it no longer reads the slots
+//!    of set `n mod K`, last written for call `n - K`. Check the calls this
+//!    PE left without waiting for every member (step 3) as far as the
+//!    members have entered them, call `n - K + 1` at the latest: a member
+//!    that called one differently, or took it off the flat path, makes
+//!    call `n` fail once it has completed.
+//! 2. Write the call number, the signature and the block each member needs
+//!    into its slot, then raise the flag to `n + 1` (a put with signal).
+//! 3. Wait for the members whose blocks this PE needs ([`Waits`]): every
+//!    member in the symmetric collectives and at the root of a reduce or
+//!    gather, the root only for the other members of a broadcast or
+//!    scatter, nobody for the members that only send (the root of a
+//!    broadcast or scatter, the others in a reduce or gather), so that
+//!    they run ahead as they would with eager messages. A member has
+//!    arrived when it has raised its flag for `n`, or posted `n + 1`: it
+//!    takes the general path for this call (the call is non-blocking
+//!    there, too large, has bad arguments or a forced algorithm). Exited
+//!    members are errors naming them.
+//! 4. If a member this PE waited for posted, this PE takes the general
+//!    path, which checks the call itself, unless a member left the call on
+//!    the flat path already: it would never join the general one, so the
+//!    call fails here instead. Otherwise members whose signature differs
+//!    from this PE's fail the call.
 //!
 //! A call that does not take the flat path posts `n + 1` in every member's
-//! region and takes the general path.
+//! region and takes the general path; while it runs there, a member that
+//! left the call on the flat path fails it too ([`Deserted`]). So a
+//! rooted call must be blocking on every member or non-blocking on every
+//! member (as MPI requires); the symmetric ones may mix both.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 use weft_collectives::op::Combiner;
 use weft_collectives::{Collective, Signature};
@@ -51,9 +65,16 @@ pub(crate) const DATA: usize = 4096;
 const PUSH_LIMIT: usize = 16 * 1024;
 const LINE: usize = 64;
 const PAGE: usize = 4096;
-/// Flag and four signature words.
-const HEADER: usize = 40;
+/// Where a slot's call word is: the number of the call it holds, written
+/// first, before the signature and the data.
+const CALL: usize = 40;
+/// Flag, four signature words and the call word.
+const HEADER: usize = 48;
 const SLOT: usize = (HEADER + DATA).next_multiple_of(LINE);
+/// Most sets of slots.
+const MAX_SETS: usize = 8;
+/// Bytes of slots a region holds at most, unless 2 sets need more.
+const SETS_BYTES: usize = 256 * 1024;
 /// Spins on the flags before waiting through the progress engine.
 const SPINS: usize = 256;
 
@@ -62,10 +83,17 @@ const SPINS: usize = 256;
 /// the allocator's blocks keep the heap's page alignment.
 pub(crate) fn region_size(p: usize) -> usize {
     if p <= MAX_MEMBERS {
-        (p * LINE + 2 * p * SLOT).next_multiple_of(PAGE)
+        (p * LINE + sets(p) * p * SLOT).next_multiple_of(PAGE)
     } else {
         0
     }
+}
+
+/// How many sets of slots a region of `p` members has: calls use them in
+/// turn, so a member may run `sets - 1` calls ahead of the slowest. As many
+/// as fit in [`SETS_BYTES`], at least 2 and at most [`MAX_SETS`].
+fn sets(p: usize) -> usize {
+    (SETS_BYTES / (p.max(1) * SLOT)).clamp(2, MAX_SETS)
 }
 
 /// Whether a call of `sig` on a team of `p` members is small enough for
@@ -86,13 +114,78 @@ pub(crate) struct Call<'a> {
     pub(crate) combiner: Option<&'a Combiner>,
 }
 
-/// This PE's view of the world team's flat region: its own heap, where the
-/// others' slots are.
+/// Whom a member waits for in a call once it has written its blocks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Waits {
+    /// Every other member: it needs all their blocks, or none (barrier).
+    Everyone,
+    /// The root, whose block is all it needs.
+    Root,
+    /// Nobody: it only sends.
+    Nobody,
+}
+
+/// Whom `member` waits for in a call of `sig`.
+fn waits(sig: &Signature, member: usize) -> Waits {
+    let root = member == sig.root;
+    match sig.collective {
+        Collective::Broadcast | Collective::Scatter if root => Waits::Nobody,
+        Collective::Broadcast | Collective::Scatter => Waits::Root,
+        Collective::Reduce | Collective::Gather if !root => Waits::Nobody,
+        _ => Waits::Everyone,
+    }
+}
+
+/// The outcome of a call on the flat path.
+pub(crate) struct Outcome {
+    /// Whether the call is done; if not, this PE takes the general path.
+    pub(crate) done: bool,
+    /// What was wrong with the previous call, which this PE left without
+    /// waiting for every member: to report once this call has completed.
+    pub(crate) late: Option<Cause>,
+}
+
+/// The world team's flat region as this PE sees it: its own heap, where
+/// the others' slots are.
 pub(crate) struct Region {
+    slots: Slots,
+    /// Per set of slots: the number + 1 of the call this PE left there
+    /// without waiting for every member (0: none)...
+    early: [AtomicU64; MAX_SETS],
+    /// ...and the members whose part in it is still to be checked.
+    unchecked: [AtomicU64; MAX_SETS],
+}
+
+/// The slots of a flat region (copied into general runs, which watch them).
+#[derive(Clone, Copy)]
+struct Slots {
     /// Address of this PE's heap (an address keeps the world `Send`).
     heap: usize,
     p: usize,
     me: usize,
+    sets: usize,
+}
+
+/// Watches, in a call that took the general path, for members that left
+/// it on the flat path: they would never join the general one.
+#[derive(Clone, Copy)]
+pub(crate) struct Deserted {
+    slots: Slots,
+    n: u64,
+}
+
+impl Deserted {
+    /// Why the call cannot complete, if a member left it on the flat path.
+    pub(crate) fn check(&self) -> Option<Cause> {
+        let n = self.n;
+        let (j, theirs) = self.slots.leaver(n)?;
+        Some(Cause::Mismatch(format!(
+            "PE {j} called {} blocking and left it (call {n} of the world team), where this \
+             PE took the call non-blocking or with other arguments; a rooted collective must \
+             be blocking on every member or non-blocking on every member",
+            describe(&theirs)
+        )))
+    }
 }
 
 impl Region {
@@ -102,84 +195,41 @@ impl Region {
     pub(crate) fn new(heap: *mut u8, p: usize, me: usize) -> Region {
         assert!(p <= MAX_MEMBERS && me < p);
         Region {
-            heap: heap as usize,
-            p,
-            me,
+            slots: Slots {
+                heap: heap as usize,
+                p,
+                me,
+                sets: sets(p),
+            },
+            early: Default::default(),
+            unchecked: Default::default(),
         }
     }
 
-    fn posted_at(&self, sender: usize) -> usize {
-        sender * LINE
-    }
-
-    fn slot_at(&self, parity: u64, sender: usize) -> usize {
-        self.p * LINE + (parity as usize * self.p + sender) * SLOT
-    }
-
-    fn word(&self, offset: usize) -> &AtomicU64 {
-        debug_assert!(offset % 8 == 0 && offset + 8 <= region_size(self.p));
-        // SAFETY: the heap is mapped for the region's life, page-aligned,
-        // and the offset is 8-aligned inside the region (`Region::new`);
-        // peers write these words only atomically (transport atomics).
-        unsafe { &*((self.heap + offset) as *const AtomicU64) }
-    }
-
-    /// The data `sender` wrote for call `n`, once its flag says so.
-    fn data(&self, n: u64, sender: usize, len: usize) -> &[u8] {
-        let at = self.slot_at(n % 2, sender) + HEADER;
-        debug_assert!(len <= DATA);
-        // SAFETY: inside the region (`len <= DATA`); the sender wrote it
-        // before raising the flag this PE read with acquire ordering, and
-        // writes it again only after this PE has entered call `n + 1`.
-        unsafe { std::slice::from_raw_parts((self.heap + at) as *const u8, len) }
-    }
-
-    fn signature(&self, n: u64, sender: usize) -> Option<Signature> {
-        let at = self.slot_at(n % 2, sender) + 8;
-        let w: [u64; 4] = std::array::from_fn(|i| self.word(at + 8 * i).load(Ordering::Relaxed));
-        Some(Signature {
-            collective: *Collective::ALL.get((w[0] & 0xff) as usize)?,
-            op: (w[0] >> 32) as u32,
-            root: w[1] as usize,
-            bytes: w[2] as usize,
-            elem: w[3] as usize,
-        })
-    }
-
-    /// Whether `sender` has entered call `n` on the flat path (`Some(true)`),
-    /// on the general path (`Some(false)`), or not yet.
-    fn entered(&self, n: u64, sender: usize) -> Option<bool> {
-        // The posted word first: a PE posts a later call only after raising
-        // its flag for this one, so the flag read next is then current.
-        let posted = self.word(self.posted_at(sender)).load(Ordering::Acquire);
-        let flag = self
-            .word(self.slot_at(n % 2, sender))
-            .load(Ordering::Acquire);
-        if flag == n + 1 {
-            Some(true)
-        } else if posted > n {
-            Some(false)
-        } else {
-            None
+    /// The watch of call `n` for when it takes the general path.
+    pub(crate) fn deserted(&self, n: u64) -> Deserted {
+        Deserted {
+            slots: self.slots,
+            n,
         }
     }
 
-    /// Whether `sender` has entered call `n` or a later one, either way.
-    fn reached(&self, n: u64, sender: usize) -> bool {
-        let flag = self
-            .word(self.slot_at(n % 2, sender))
-            .load(Ordering::Acquire);
-        flag > n || self.word(self.posted_at(sender)).load(Ordering::Acquire) > n
+    /// What was wrong with the calls before call `n` that this PE left
+    /// without waiting for every member, as far as the members that have
+    /// entered them tell, for a call that takes the general path.
+    pub(crate) fn recent(&self, n: u64) -> Option<Cause> {
+        self.review(n.saturating_sub(self.slots.sets as u64 - 1)..n)
     }
 
     /// Tells every member that call `n` takes the general path.
     pub(crate) fn post(&self, world: &World, op: &'static str, n: u64) -> Result<()> {
-        for j in (0..self.p).filter(|&j| j != self.me) {
+        let s = &self.slots;
+        for j in (0..s.p).filter(|&j| j != s.me) {
             world
                 .atomic_lane(op, j)?
                 .atomic(
                     j,
-                    self.posted_at(self.me),
+                    s.posted_at(s.me),
                     AtomicWidth::W64,
                     AtomicOp::Swap(n + 1),
                 )
@@ -188,15 +238,37 @@ impl Region {
         Ok(())
     }
 
-    /// Waits until every other member satisfies `arrived`, watching those
-    /// that do not for exits.
+    /// Checks the calls `calls` (among the last `sets - 1` before this
+    /// PE's current one) that this PE left without waiting for every
+    /// member, for the members that have entered them since: what was
+    /// wrong with one of them, if anything.
+    fn review(&self, calls: std::ops::Range<u64>) -> Option<Cause> {
+        let s = &self.slots;
+        let mut found = None;
+        for m in calls {
+            let set = (m % s.sets as u64) as usize;
+            let unchecked = self.unchecked[set].load(Ordering::Relaxed);
+            if unchecked == 0 || self.early[set].load(Ordering::Relaxed) != m + 1 {
+                continue;
+            }
+            let (unchecked, cause) = s.review(m, unchecked);
+            self.unchecked[set].store(unchecked, Ordering::Relaxed);
+            found = found.or(cause);
+        }
+        found
+    }
+
+    /// Waits until every other member (or `only` that one) satisfies
+    /// `arrived`, watching those that do not for exits.
     fn wait(
         &self,
         world: &World,
         op: &'static str,
+        only: Option<usize>,
         mut arrived: impl FnMut(usize) -> bool,
     ) -> Result<()> {
-        let others = || (0..self.p).filter(|&j| j != self.me);
+        let (p, me) = (self.slots.p, self.slots.me);
+        let others = || (0..p).filter(move |&j| j != me && only.is_none_or(|o| o == j));
         let spins = if world.engine().oversubscribed() {
             0
         } else {
@@ -219,74 +291,101 @@ impl Region {
             })
     }
 
-    /// Runs call `c` on the flat path. `Ok(false)`: a member takes the
-    /// general path, so this PE must take it too.
-    pub(crate) fn run(&self, world: &World, c: Call<'_>) -> Result<bool> {
-        let (p, me, n) = (self.p, self.me, c.n);
-        if n > 0 {
-            self.wait(world, c.op, |j| self.reached(n - 1, j))?;
+    /// Runs call `c` on the flat path.
+    pub(crate) fn run(&self, world: &World, c: Call<'_>) -> Result<Outcome> {
+        let s = &self.slots;
+        let (p, me, n) = (s.p, s.me, c.n);
+        let ahead = s.sets as u64 - 1;
+        // The oldest call whose slots may still be read: every member has
+        // entered it once step 1 is done, and it is checked then at the
+        // latest.
+        let oldest = n.saturating_sub(ahead);
+        if n >= ahead {
+            self.wait(world, c.op, None, |j| s.reached(oldest, j))?;
         }
+        let mut late = self.review(oldest..oldest + 1);
         let sig = &c.sig;
-        let coll = Collective::ALL
-            .iter()
-            .position(|x| *x == sig.collective)
-            .unwrap_or(0) as u64;
-        let header = [
-            coll | u64::from(sig.op) << 32,
-            sig.root as u64,
-            sig.bytes as u64,
-            sig.elem as u64,
-        ];
+        let header = header(sig);
+        let at = s.slot_at(n, me);
+        // This PE's own slot keeps its signature, for the checks of `review`.
+        s.word(at + CALL).store(n, Ordering::Relaxed);
+        for (i, &w) in header.iter().enumerate() {
+            s.word(at + 8 + 8 * i).store(w, Ordering::Relaxed);
+        }
         let header: &[u8] = bytemuck::cast_slice(&header);
-        let at = self.slot_at(n % 2, me);
         let fail = |e: weft_transport::TransportError| world.error(c.op, e.into());
         for j in (0..p).filter(|&j| j != me) {
             let lane = world.lane(c.op, j)?;
             let block = outgoing(sig, me, j, c.input, c.output).unwrap_or(&[]);
+            // The call word first: a reader of an older call's signature
+            // in this slot sees it change (`Slots::signature`).
+            lane.put(j, at + CALL, &n.to_ne_bytes()).map_err(fail)?;
+            fence(Ordering::Release);
             lane.put(j, at + 8, header).map_err(fail)?;
             lane.put_signal(j, at + HEADER, block, at, n + 1)
                 .map_err(fail)?;
         }
-        let mut flat = true;
-        self.wait(world, c.op, |j| match self.entered(n, j) {
-            Some(f) => {
-                flat &= f;
-                true
+        let role = waits(sig, me);
+        match role {
+            Waits::Nobody => {}
+            Waits::Root => {
+                let root = sig.root;
+                self.wait(world, c.op, Some(root), |j| s.entered(n, j).is_some())?;
+                if s.entered(n, root) == Some(false) {
+                    return Ok(Outcome { done: false, late });
+                }
+                let theirs = s.current(n, root);
+                if theirs.as_ref() != Some(sig) {
+                    let text = differ_text(n, sig, &[(root, theirs)]);
+                    return Err(world.error(c.op, Cause::Mismatch(text)));
+                }
             }
-            None => false,
-        })?;
-        if !flat {
-            return Ok(false);
+            Waits::Everyone => {
+                let mut flat = true;
+                self.wait(world, c.op, None, |j| match s.entered(n, j) {
+                    Some(f) => {
+                        flat &= f;
+                        true
+                    }
+                    None => false,
+                })?;
+                if !flat {
+                    return match self.deserted(n).check() {
+                        Some(cause) => Err(world.error(c.op, cause)),
+                        None => Ok(Outcome { done: false, late }),
+                    };
+                }
+                let differ: Vec<(usize, Option<Signature>)> = (0..p)
+                    .filter(|&j| j != me)
+                    .map(|j| (j, s.current(n, j)))
+                    .filter(|(_, theirs)| theirs.as_ref() != Some(sig))
+                    .collect();
+                if !differ.is_empty() {
+                    let text = differ_text(n, sig, &differ);
+                    return Err(world.error(c.op, Cause::Mismatch(text)));
+                }
+            }
         }
-        let differs = |j: usize| j != me && self.signature(n, j).as_ref() != Some(sig);
-        if (0..p).any(differs) {
-            let differ: Vec<(usize, Option<Signature>)> = (0..p)
-                .filter(|&j| differs(j))
-                .map(|j| (j, self.signature(n, j)))
-                .collect();
-            let (j, theirs) = &differ[0];
-            let theirs = theirs.as_ref().map_or("a collective".into(), describe);
-            let mut text = format!(
-                "PE {j} called {theirs} where this PE called {} (call {n} of the world team)",
-                describe(sig)
-            );
-            if differ.len() > 1 {
-                let pes: Vec<usize> = differ.iter().map(|(j, _)| *j).collect();
-                text += &format!("; PEs {pes:?} all differ from this PE");
-            }
-            return Err(world.error(c.op, Cause::Mismatch(text)));
+        if role == Waits::Everyone {
+            // Every member has entered this call, so every earlier one.
+            late = late.or_else(|| self.review(oldest..n));
+        } else {
+            let set = (n % s.sets as u64) as usize;
+            let others = (u64::MAX >> (64 - p)) & !(1 << me);
+            self.early[set].store(n + 1, Ordering::Relaxed);
+            self.unchecked[set].store(others, Ordering::Relaxed);
         }
         self.compute(c);
-        Ok(true)
+        Ok(Outcome { done: true, late })
     }
 
     /// Computes this member's result of call `c` from its own buffers and
     /// the slots the others wrote.
     fn compute(&self, c: Call<'_>) {
-        let (p, me, n) = (self.p, self.me, c.n);
+        let (p, me, n) = (self.slots.p, self.slots.me, c.n);
         let b = c.sig.bytes;
         let root = c.sig.root;
-        let slot = |j: usize| self.data(n, j, b);
+        let slot = |j: usize| self.slots.data(n, j, b);
         match c.sig.collective {
             Collective::Barrier => {}
             Collective::Broadcast => {
@@ -343,6 +442,180 @@ impl Region {
             }
         }
     }
+}
+
+impl Slots {
+    fn posted_at(&self, sender: usize) -> usize {
+        sender * LINE
+    }
+
+    /// Where `sender`'s slot for call `n` is.
+    fn slot_at(&self, n: u64, sender: usize) -> usize {
+        let set = (n % self.sets as u64) as usize;
+        self.p * LINE + (set * self.p + sender) * SLOT
+    }
+
+    fn word(&self, offset: usize) -> &AtomicU64 {
+        debug_assert!(offset % 8 == 0 && offset + 8 <= region_size(self.p));
+        // SAFETY: the heap is mapped for the region's life, page-aligned,
+        // and the offset is 8-aligned inside the region (`Region::new`);
+        // peers write these words only atomically (transport atomics).
+        unsafe { &*((self.heap + offset) as *const AtomicU64) }
+    }
+
+    /// The data `sender` wrote for call `n`, once its flag says so.
+    fn data(&self, n: u64, sender: usize, len: usize) -> &[u8] {
+        let at = self.slot_at(n, sender) + HEADER;
+        debug_assert!(len <= DATA);
+        // SAFETY: inside the region (`len <= DATA`); the sender wrote it
+        // before raising the flag this PE read with acquire ordering, and
+        // writes it again only after this PE has entered call `n + 1`.
+        unsafe { std::slice::from_raw_parts((self.heap + at) as *const u8, len) }
+    }
+
+    /// The signature `sender` wrote for call `n`, once its flag says so:
+    /// `Err(())` if its slot already holds a later call (the sender writes
+    /// the call word before the signature, and it is read after).
+    fn signature(&self, n: u64, sender: usize) -> Result<Option<Signature>, ()> {
+        let at = self.slot_at(n, sender);
+        let w: [u64; 4] =
+            std::array::from_fn(|i| self.word(at + 8 + 8 * i).load(Ordering::Relaxed));
+        fence(Ordering::Acquire);
+        if self.word(at + CALL).load(Ordering::Relaxed) != n {
+            return Err(());
+        }
+        Ok(decode(w))
+    }
+
+    /// The signature `sender` wrote for the call `n` this PE is in, once
+    /// its flag says so (no member can be a whole round of sets ahead).
+    fn current(&self, n: u64, sender: usize) -> Option<Signature> {
+        self.signature(n, sender).ok().flatten()
+    }
+}
+
+/// The signature in a slot's words, if they hold one.
+fn decode(w: [u64; 4]) -> Option<Signature> {
+    Some(Signature {
+        collective: *Collective::ALL.get((w[0] & 0xff) as usize)?,
+        op: (w[0] >> 32) as u32,
+        root: w[1] as usize,
+        bytes: w[2] as usize,
+        elem: w[3] as usize,
+    })
+}
+
+impl Slots {
+    /// Whether `sender` has entered call `n` on the flat path (`Some(true)`),
+    /// on the general path (`Some(false)`), or not yet.
+    fn entered(&self, n: u64, sender: usize) -> Option<bool> {
+        // The posted word first: a PE posts a later call only after raising
+        // its flag for this one, so the flag read next is then current.
+        let posted = self.word(self.posted_at(sender)).load(Ordering::Acquire);
+        let flag = self.word(self.slot_at(n, sender)).load(Ordering::Acquire);
+        if flag == n + 1 {
+            Some(true)
+        } else if posted > n {
+            Some(false)
+        } else {
+            None
+        }
+    }
+
+    /// Whether `sender` has entered call `n` or a later one, either way.
+    fn reached(&self, n: u64, sender: usize) -> bool {
+        let flag = self.word(self.slot_at(n, sender)).load(Ordering::Acquire);
+        flag > n || self.word(self.posted_at(sender)).load(Ordering::Acquire) > n
+    }
+
+    /// Checks call `n` for the `unchecked` members (a bit each) that have
+    /// entered it: those that called it otherwise than this PE, or took it
+    /// off the flat path. Returns the members still to check (none once
+    /// something is wrong) and what is wrong.
+    fn review(&self, n: u64, mut unchecked: u64) -> (u64, Option<Cause>) {
+        let Some(mine) = self.current(n, self.me) else {
+            return (0, None);
+        };
+        let mut differ = Vec::new();
+        let mut off = Vec::new();
+        let members = unchecked;
+        for j in (0..self.p).filter(|&j| members & 1 << j != 0) {
+            // The posted word first, as in `entered`.
+            let posted = self.word(self.posted_at(j)).load(Ordering::Acquire);
+            let flag = self.word(self.slot_at(n, j)).load(Ordering::Acquire);
+            if flag == n + 1 {
+                match self.signature(n, j) {
+                    Ok(theirs) if theirs.as_ref() != Some(&mine) => differ.push((j, theirs)),
+                    // The same, or overwritten since the flag was read.
+                    _ => {}
+                }
+            } else if flag < n + 1 && posted > n {
+                off.push(j);
+            } else if flag < n + 1 {
+                continue;
+            }
+            // A later flag: the member is far ahead and its slot for call
+            // `n` overwritten; nothing to check any more.
+            unchecked &= !(1 << j);
+        }
+        let cause = if !differ.is_empty() {
+            Some(Cause::Mismatch(differ_text(n, &mine, &differ)))
+        } else {
+            off.first().map(|j| {
+                Cause::Mismatch(format!(
+                    "PE {j} took call {n} of the world team off the flat path (non-blocking, \
+                     with other arguments or with a forced algorithm; PEs {off:?} in all), where \
+                     this PE called {} blocking and left it without waiting for them",
+                    describe(&mine)
+                ))
+            })
+        };
+        (if cause.is_some() { 0 } else { unchecked }, cause)
+    }
+
+    /// A member that entered call `n` on the flat path and left it without
+    /// waiting (it only sends there), with its signature.
+    fn leaver(&self, n: u64) -> Option<(usize, Signature)> {
+        (0..self.p).filter(|&j| j != self.me).find_map(|j| {
+            let flag = self.word(self.slot_at(n, j)).load(Ordering::Acquire);
+            let sig = if flag == n + 1 {
+                self.signature(n, j).ok().flatten()?
+            } else {
+                return None;
+            };
+            (waits(&sig, j) == Waits::Nobody).then_some((j, sig))
+        })
+    }
+}
+
+/// The words of a slot's signature for a call of `sig`.
+fn header(sig: &Signature) -> [u64; 4] {
+    let coll = Collective::ALL
+        .iter()
+        .position(|x| *x == sig.collective)
+        .unwrap_or(0) as u64;
+    [
+        coll | u64::from(sig.op) << 32,
+        sig.root as u64,
+        sig.bytes as u64,
+        sig.elem as u64,
+    ]
+}
+
+/// The error text of members `differ` (with the signatures they wrote)
+/// calling call `n` otherwise than this PE, which called `sig`.
+fn differ_text(n: u64, sig: &Signature, differ: &[(usize, Option<Signature>)]) -> String {
+    let (j, theirs) = &differ[0];
+    let theirs = theirs.as_ref().map_or("a collective".into(), describe);
+    let mut text = format!(
+        "PE {j} called {theirs} where this PE called {} (call {n} of the world team)",
+        describe(sig)
+    );
+    if differ.len() > 1 {
+        let pes: Vec<usize> = differ.iter().map(|(j, _)| *j).collect();
+        text += &format!("; PEs {pes:?} all differ from this PE");
+    }
+    text
 }
 
 /// Combines the vectors of members `0..upto` left to right into `acc`.

@@ -353,6 +353,7 @@ impl<'w> Team<'w> {
             me: self.inner.me,
             call,
             sig,
+            deserted: self.inner.flat.as_ref().map(|f| f.deserted(e.n)),
         })
     }
 
@@ -407,9 +408,12 @@ impl<'w> Team<'w> {
     /// take it unless a member does not, the others the general path.
     fn run(&self, a: Args<'_>) -> Result<()> {
         let op = a.op;
+        let w = self.world;
         let e = self.enter(&a)?;
+        // What was wrong with the previous call, to report after this one.
+        let mut late = None;
         if let Some(flat) = &self.inner.flat {
-            let forced = self.world.config().algorithm_for(a.collective).is_some();
+            let forced = w.config().algorithm_for(a.collective).is_some();
             match &e.checked {
                 Ok(combiner) if !forced && flat::fits(&e.sig, self.size()) => {
                     let call = flat::Call {
@@ -420,15 +424,19 @@ impl<'w> Team<'w> {
                         output: &mut *a.output,
                         combiner: combiner.as_ref(),
                     };
-                    if flat.run(self.world, call)? {
-                        return Ok(());
+                    let outcome = flat.run(w, call)?;
+                    if outcome.done {
+                        return outcome.late.map_or(Ok(()), |c| Err(w.error(op, c)));
                     }
+                    late = outcome.late;
                 }
-                _ => flat.post(self.world, op, e.n)?,
+                _ => {
+                    late = flat.recent(e.n);
+                    flat.post(w, op, e.n)?;
+                }
             }
         }
         let mut r = self.prepare(a, e)?;
-        let w = self.world;
         let engine = w.engine();
         engine.coll_enter(&mut *engine.lock(op)?, &r);
         let waiting = RefCell::new(Vec::new());
@@ -451,7 +459,7 @@ impl<'w> Team<'w> {
                 }
             }
         }
-        result
+        result.and_then(|()| late.map_or(Ok(()), |c| Err(w.error(op, c))))
     }
 
     /// Waits until every member has entered the barrier. Unlike

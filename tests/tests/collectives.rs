@@ -86,6 +86,21 @@ fn a_nonblocking_call_matches_blocking_ones() {
 }
 
 #[test]
+fn a_rooted_call_mixing_blocking_and_nonblocking_fails_everywhere_on_the_flat_path() {
+    // The world team of one node takes the flat path on shared memory, the
+    // default; over another transport the calls match.
+    let flat = std::env::var_os("WEFT_TRANSPORT").is_none();
+    for n in ranks(2..=4) {
+        let job = coll(&["mixed-rooted"], n, &[]);
+        let errors = job.stdout.matches("expected error: ").count();
+        if flat {
+            // Broadcast and reduce each fail on every rank.
+            assert!(errors >= 2 * n, "{errors} errors:\n{}", job.stdout);
+        }
+    }
+}
+
+#[test]
 fn a_rank_dying_inside_a_collective_is_named() {
     for n in ranks(2..=4) {
         let job = run(

@@ -30,6 +30,7 @@ use weft_collectives::{Channel, Signature, RESERVED_DIGEST};
 use super::wire::{Class, Envelope};
 use super::{Completion, Engine, Entry, Id, Match, RawBuf, Req, SendMode, State};
 use crate::error::Cause;
+use crate::flat::Deserted;
 use crate::p2p::{Status, Tag};
 
 /// Bits of a collective context that hold a call's sequence number (the
@@ -85,6 +86,9 @@ pub(crate) struct CollRun {
     pub(crate) me: usize,
     pub(crate) call: CallId,
     pub(crate) sig: Signature,
+    /// On a team with a flat path: members that left the call there would
+    /// never join this run, which must fail instead of waiting for them.
+    pub(crate) deserted: Option<Deserted>,
 }
 
 impl CollRun {
@@ -378,12 +382,16 @@ impl Engine {
                     me: r.me,
                     call: r.call,
                 };
-                r.run.advance(&mut chan).map_err(|e| match e {
+                let advanced = r.run.advance(&mut chan).map_err(|e| match e {
                     weft_collectives::Error::Channel(c) => c,
                     e @ weft_collectives::Error::Length { .. } => {
                         Cause::Mismatch(format!("{e}; this PE called {}", describe(&r.sig)))
                     }
-                })
+                });
+                match advanced {
+                    Ok(false) => r.deserted.and_then(|d| d.check()).map_or(Ok(false), Err),
+                    done_or_failed => done_or_failed,
+                }
             }
         };
         match result {
