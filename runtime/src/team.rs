@@ -12,7 +12,11 @@
 //! each call's messages carry the team's id and the call's sequence
 //! number. Non-blocking variants live in a [`Scope`] (`ibarrier`,
 //! `iallreduce`, ...), like point-to-point requests, and the progress
-//! engine advances them.
+//! engine advances them. A symmetric collective (barrier, allreduce, ...)
+//! may be non-blocking on some members and blocking on others; a rooted
+//! one (broadcast, reduce, gather, scatter) must be one or the other on
+//! every member, as in MPI: on the world team of one node its senders may
+//! leave the blocking call before the others arrive, and a mix is an error.
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -19,6 +19,7 @@ use crate::bootstrap::Bootstrap;
 use crate::config::{Config, TransportChoice};
 use crate::error::Cause;
 use crate::flat;
+use crate::progress::help;
 
 /// The connected transports and which one reaches each PE.
 pub(crate) struct Wiring {
@@ -44,7 +45,7 @@ pub(crate) fn connect(boot: &mut Bootstrap, config: &Config) -> Result<Wiring, C
     let (rank, size) = (boot.rank(), boot.size());
     let layout = SegmentLayout {
         nranks: size,
-        heap_size: flat::region_size(size) + config.symmetric_size,
+        heap_size: flat::region_size(size) + help::area_size(size) + config.symmetric_size,
     };
     let segment = Arc::new(create_segment(boot.job(), rank, layout)?);
     let mut shm = ShmTransport::new(segment.clone(), rank, layout);

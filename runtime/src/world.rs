@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::error::{Cause, Error, Result};
 use crate::flat;
 use crate::heap::Allocator;
-use crate::progress::{Engine, Settings};
+use crate::progress::{help, Engine, Settings};
 use crate::symvec::SymVec;
 use crate::team::{TeamIds, TeamInner};
 use crate::wiring;
@@ -63,12 +63,16 @@ impl World {
         let (rank, size) = (boot.rank(), boot.size());
         let wiring = wiring::connect(&mut boot, &config).map_err(|c| fail(rank, c))?;
         agree_on_handlers(&mut boot, &handlers).map_err(|c| fail(rank, c))?;
+        let heap = wiring.heap;
         let settings = Settings {
             eager_limit: config.eager_limit,
             single_copy: config.single_copy,
             oversubscribed: wiring.oversubscribed,
+            help: Some(help::Area {
+                offset: flat::region_size(size),
+                local: heap.0 + flat::region_size(size),
+            }),
         };
-        let heap = wiring.heap;
         // The world team's small collectives take the flat path when every
         // PE is reached by loads and stores, atomics included.
         let loads = |route: &[u8]| {
@@ -112,7 +116,7 @@ impl World {
             rank,
             size,
             allocator: Mutex::new(Allocator::new(
-                flat::region_size(size),
+                flat::region_size(size) + help::area_size(size),
                 config.symmetric_size,
             )),
             config,

@@ -186,6 +186,19 @@ pub trait Transport: Send + Sync {
         dst: &mut [u8],
     ) -> Result<(), TransportError>;
 
+    /// Copies `src` to address `addr` of `peer`'s process, memory the peer
+    /// named for it (the other end of a rendezvous that both sides copy,
+    /// each from one end). Returns [`TransportError::Unsupported`] when this
+    /// transport or the kernel does not allow it (the default).
+    fn write_remote(&self, peer: usize, addr: u64, src: &[u8]) -> Result<(), TransportError> {
+        let _ = (addr, src);
+        Err(TransportError::Unsupported {
+            peer,
+            what: "writing the peer's memory",
+            reason: "this transport has no cross-memory writes".into(),
+        })
+    }
+
     /// Whether `peer`'s process is still running, as far as this transport
     /// can tell. Waiters use it to turn a dead peer into an error.
     fn peer_alive(&self, peer: usize) -> bool;

@@ -22,6 +22,7 @@
 //!   bytes as Data frames.
 
 pub(crate) mod coll;
+pub(crate) mod help;
 mod outbox;
 mod slab;
 pub(crate) mod wire;
@@ -292,6 +293,8 @@ pub(crate) struct State {
     am_pending: usize,
     /// Per source: single copy failed once, so ask for pushes directly.
     no_single_copy: Vec<bool>,
+    /// The generation of this PE's latest shared copy ([`help`]).
+    help_generation: u32,
     /// An earlier failure that broke the engine.
     fatal: Option<String>,
     /// Collective calls in progress.
@@ -310,6 +313,8 @@ pub(crate) struct Settings {
     pub(crate) single_copy: bool,
     /// More PEs on this node than cores this process may run on.
     pub(crate) oversubscribed: bool,
+    /// Where the words of shared rendezvous copies are ([`help`]).
+    pub(crate) help: Option<help::Area>,
 }
 
 /// The progress engine of one PE. Shared with the progress thread.
@@ -373,6 +378,7 @@ impl Engine {
                 am_blocked: (0..size).map(|_| None).collect(),
                 am_pending: 0,
                 no_single_copy: vec![false; size],
+                help_generation: 0,
                 fatal: None,
                 coll: coll::CollState::default(),
                 completed: Vec::new(),
@@ -1018,6 +1024,7 @@ impl Engine {
                 )),
             },
             Kind::Cts => self.clear_to_send(st, source, env.tag, payload),
+            Kind::Help => self.help(st, source, env.tag, payload),
             Kind::Data => {
                 let id = match st.reqs.by_token(env.tag) {
                     Some((
@@ -1413,6 +1420,14 @@ impl Engine {
     ) -> Result<bool, Cause> {
         if !self.settings.single_copy || st.no_single_copy[source] {
             return Ok(false);
+        }
+        if let Some(area) = self.settings.help {
+            let shared = dst.len() >= help::MIN
+                && source != self.rank
+                && self.lane_of(source).caps().load_store;
+            if shared {
+                return self.fetch_shared(st, source, rts, dst, area);
+            }
         }
         match self
             .lane_of(source)

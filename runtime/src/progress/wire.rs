@@ -13,6 +13,7 @@
 //! | Fin   | nothing: the receiver has the bytes       | 0, sender's token          |
 //! | Cts   | receiver's token (u32), bytes wanted (u64) | 0, sender's token         |
 //! | Data  | bytes pushed after a Cts, in order        | 0, receiver's token        |
+//! | Help  | [`Help`]: generation, chunk, address, length | 0, sender's token       |
 //!
 //! The envelope of a point-to-point message is (communicator context, tag);
 //! of a collective's message (collective sequence, team and algorithm tag);
@@ -31,6 +32,7 @@ pub(crate) enum Kind {
     Fin = 5,
     Cts = 6,
     Data = 7,
+    Help = 8,
 }
 
 /// Which layer a message belongs to.
@@ -80,6 +82,7 @@ pub(crate) fn parse(source: usize, h: u64) -> Result<(Kind, Envelope), Transport
         5 => Kind::Fin,
         6 => Kind::Cts,
         7 => Kind::Data,
+        8 => Kind::Help,
         _ => return Err(bad("unknown frame kind")),
     };
     let class = match (h >> 56) & 0xf {
@@ -158,6 +161,53 @@ pub(crate) fn decode_cts(source: usize, p: &[u8]) -> Result<(u32, u64), Transpor
     Ok((u32_at(p, 0), u64_at(p, 4)))
 }
 
+/// A receiver's request that the sender of a rendezvous message copy
+/// chunks of it into the receiver's memory from the far end
+/// ([`super::help`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Help {
+    /// The receiver's transfer number, in its claim word.
+    pub(crate) generation: u32,
+    /// Bytes per chunk.
+    pub(crate) chunk: u32,
+    /// The receiver's buffer.
+    pub(crate) addr: u64,
+    /// The bytes the receiver takes: the message's length, or its buffer's
+    /// when that is shorter.
+    pub(crate) len: u64,
+}
+
+impl Help {
+    pub(crate) fn encode(&self) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        out[0..4].copy_from_slice(&self.generation.to_le_bytes());
+        out[4..8].copy_from_slice(&self.chunk.to_le_bytes());
+        out[8..16].copy_from_slice(&self.addr.to_le_bytes());
+        out[16..24].copy_from_slice(&self.len.to_le_bytes());
+        out
+    }
+
+    pub(crate) fn decode(source: usize, p: &[u8]) -> Result<Help, TransportError> {
+        let bad = |detail: String| TransportError::Malformed {
+            peer: source,
+            detail,
+        };
+        if p.len() != 24 {
+            return Err(bad(format!("help request of {} bytes", p.len())));
+        }
+        let h = Help {
+            generation: u32_at(p, 0),
+            chunk: u32_at(p, 4),
+            addr: u64_at(p, 8),
+            len: u64_at(p, 16),
+        };
+        if h.chunk == 0 {
+            return Err(bad("help request with chunks of 0 bytes".into()));
+        }
+        Ok(h)
+    }
+}
+
 /// The total length at the front of a First frame, and the bytes after it.
 pub(crate) fn decode_first(source: usize, p: &[u8]) -> Result<(u64, &[u8]), TransportError> {
     if p.len() < 8 {
@@ -209,6 +259,15 @@ mod tests {
         assert_eq!(Rts::decode(1, &r.encode()).unwrap(), r);
         assert!(Rts::decode(1, &[0; 27]).is_err());
         assert_eq!(decode_cts(2, &encode_cts(5, 99)).unwrap(), (5, 99));
+        let h = Help {
+            generation: 3,
+            chunk: 1 << 17,
+            addr: 0x7fff_1000,
+            len: 5 << 20,
+        };
+        assert_eq!(Help::decode(1, &h.encode()).unwrap(), h);
+        assert!(Help::decode(1, &[0; 23]).is_err());
+        assert!(Help::decode(1, &[0; 24]).is_err(), "chunks of 0 bytes");
         assert!(decode_first(2, &[1, 2]).is_err());
     }
 }

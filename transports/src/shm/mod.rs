@@ -429,6 +429,10 @@ impl Transport for ShmTransport {
         self.peer(peer)?.process.read(addr, dst)
     }
 
+    fn write_remote(&self, peer: usize, addr: u64, src: &[u8]) -> Result<(), TransportError> {
+        self.peer(peer)?.process.write(addr, src)
+    }
+
     fn peer_alive(&self, peer: usize) -> bool {
         self.peer(peer).map_or(true, |p| p.process.alive())
     }

@@ -1,6 +1,7 @@
-//! A peer's process on this node: whether it still runs (a pidfd) and reading
-//! its memory with `process_vm_readv` (cross-memory attach), the single copy
-//! of an on-node rendezvous.
+//! A peer's process on this node: whether it still runs (a pidfd), and
+//! reading and writing its memory with `process_vm_readv`/`writev`
+//! (cross-memory attach): the single copy of an on-node rendezvous, which
+//! both sides may share.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -47,27 +48,64 @@ impl PeerProcess {
 
     /// Copies `dst.len()` bytes from `addr` in the process into `dst`.
     pub(crate) fn read(&self, addr: u64, dst: &mut [u8]) -> Result<(), TransportError> {
+        let (ptr, len) = (dst.as_mut_ptr(), dst.len());
+        // SAFETY: `dst` is memory we own exclusively, valid for `len` bytes.
+        unsafe { self.transfer(addr, ptr, len, Direction::Read) }
+    }
+
+    /// Copies `src` to `addr` in the process.
+    pub(crate) fn write(&self, addr: u64, src: &[u8]) -> Result<(), TransportError> {
+        // SAFETY: `src` is valid for reads of its length; the kernel only
+        // reads it in a write.
+        unsafe { self.transfer(addr, src.as_ptr().cast_mut(), src.len(), Direction::Write) }
+    }
+
+    /// Moves `len` bytes between `local` in this process and `addr` in the
+    /// peer's, in the given direction.
+    ///
+    /// # Safety
+    /// `local` must be valid for `len` bytes: writable (and not otherwise
+    /// accessed meanwhile) for a read, readable for a write.
+    unsafe fn transfer(
+        &self,
+        addr: u64,
+        local: *mut u8,
+        len: usize,
+        direction: Direction,
+    ) -> Result<(), TransportError> {
         let mut done = 0;
-        while done < dst.len() {
-            let local = libc::iovec {
-                iov_base: dst[done..].as_mut_ptr().cast(),
-                iov_len: dst.len() - done,
+        while done < len {
+            let here = libc::iovec {
+                // SAFETY: `done < len`, so inside the caller's range.
+                iov_base: unsafe { local.add(done) }.cast(),
+                iov_len: len - done,
             };
-            let remote = libc::iovec {
+            let there = libc::iovec {
                 iov_base: (addr as usize + done) as *mut libc::c_void,
-                iov_len: dst.len() - done,
+                iov_len: len - done,
             };
-            // SAFETY: `local` describes memory we own exclusively (`dst`);
-            // the kernel checks the remote range against the peer's mappings
+            // SAFETY: `here` describes the caller's memory (see above); the
+            // kernel checks the remote range against the peer's mappings
             // and fails with EFAULT instead of touching anything else.
-            let n = unsafe { libc::process_vm_readv(self.pid, &local, 1, &remote, 1, 0) };
+            let n = unsafe {
+                match direction {
+                    Direction::Read => libc::process_vm_readv(self.pid, &here, 1, &there, 1, 0),
+                    Direction::Write => libc::process_vm_writev(self.pid, &here, 1, &there, 1, 0),
+                }
+            };
             if n <= 0 {
                 let err = std::io::Error::last_os_error();
+                let (what, able) = match direction {
+                    Direction::Read => ("reading the peer's memory (process_vm_readv)", "readable"),
+                    Direction::Write => {
+                        ("writing the peer's memory (process_vm_writev)", "writable")
+                    }
+                };
                 return Err(match err.raw_os_error() {
                     Some(libc::EPERM | libc::EACCES | libc::ENOSYS) | None => {
                         TransportError::Unsupported {
                             peer: self.peer,
-                            what: "reading the peer's memory (process_vm_readv)",
+                            what,
                             reason: err.to_string(),
                         }
                     }
@@ -75,8 +113,7 @@ impl PeerProcess {
                     Some(_) => TransportError::Malformed {
                         peer: self.peer,
                         detail: format!(
-                            "{} bytes at {addr:#x} are not readable in its process: {err}",
-                            dst.len()
+                            "{len} bytes at {addr:#x} are not {able} in its process: {err}"
                         ),
                     },
                 });
@@ -85,6 +122,13 @@ impl PeerProcess {
         }
         Ok(())
     }
+}
+
+/// Which way [`PeerProcess::transfer`] copies.
+#[derive(Clone, Copy)]
+enum Direction {
+    Read,
+    Write,
 }
 
 /// Lets processes of the same user read this one's memory under the Yama
@@ -102,7 +146,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_own_memory_and_reports_bad_addresses() {
+    fn reads_and_writes_own_memory_and_reports_bad_addresses() {
         allow_peer_reads();
         // SAFETY: getpid has no preconditions.
         let me = PeerProcess::new(3, unsafe { libc::getpid() });
@@ -112,6 +156,14 @@ mod tests {
         me.read(src.as_ptr() as u64, &mut dst).unwrap();
         assert_eq!(src, dst);
         let err = me.read(8, &mut dst[..16]).unwrap_err();
+        assert!(
+            matches!(err, TransportError::Malformed { peer: 3, .. }),
+            "{err}"
+        );
+        let mut back = vec![0u8; src.len()];
+        me.write(back.as_mut_ptr() as u64, &src).unwrap();
+        assert_eq!(src, back);
+        let err = me.write(8, &src[..16]).unwrap_err();
         assert!(
             matches!(err, TransportError::Malformed { peer: 3, .. }),
             "{err}"
