@@ -5,7 +5,9 @@
 //! message at a fraction of what the node can move, while the sender
 //! usually sits waiting for the receiver's Fin. So for a message of at
 //! least [`MIN`] bytes from a PE whose heap this PE maps (shared memory),
-//! both copy, each from one end:
+//! sent while the sender had no receive of its own posted (the Rts says
+//! so: in an exchange each side is busy with its own receive), both copy,
+//! each from one end:
 //!
 //! 1. The receiver splits the message into chunks ([`chunk`]), writes a new
 //!    generation into its claim word for that sender (generation, chunks
@@ -188,6 +190,12 @@ impl Engine {
         payload: &[u8],
     ) -> Result<(), Cause> {
         let h = Help::decode(source, payload)?;
+        if !st.posted.is_empty() {
+            // This PE has receives of its own to serve (an exchange): each
+            // side copying its own message is then as fast, without the
+            // claims and the smaller copies.
+            return Ok(());
+        }
         let lane = self.lane_of(source);
         let Some(area) = self.settings.help.filter(|_| lane.caps().load_store) else {
             return Err(malformed(

@@ -744,6 +744,7 @@ impl Engine {
             token: id.token(),
             addr: ptr as u64,
             key,
+            idle: st.posted.is_empty(),
         };
         st.outbox
             .frame(lane, dest, wire::header(Kind::Rts, env), &rts.encode())?;
@@ -1423,6 +1424,7 @@ impl Engine {
         }
         if let Some(area) = self.settings.help {
             let shared = dst.len() >= help::MIN
+                && rts.idle
                 && source != self.rank
                 && self.lane_of(source).caps().load_store;
             if shared {

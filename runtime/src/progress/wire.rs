@@ -9,7 +9,7 @@
 //! | Short | the whole message                         | envelope                   |
 //! | First | total length (u64), then the first bytes  | envelope                   |
 //! | Cont  | the next bytes of the source's message    | 0, 0                       |
-//! | Rts   | [`Rts`]: length, token, address, key      | envelope                   |
+//! | Rts   | [`Rts`]: length, token, address, key, idle | envelope                  |
 //! | Fin   | nothing: the receiver has the bytes       | 0, sender's token          |
 //! | Cts   | receiver's token (u32), bytes wanted (u64) | 0, sender's token         |
 //! | Data  | bytes pushed after a Cts, in order        | 0, receiver's token        |
@@ -113,9 +113,12 @@ pub(crate) struct Rts {
     pub(crate) addr: u64,
     /// The key the sender's transport exposed them with.
     pub(crate) key: u64,
+    /// The sender had no receive of its own waiting when it sent this: it
+    /// is likely free to copy part of the message ([`super::help`]).
+    pub(crate) idle: bool,
 }
 
-pub(crate) const RTS_BYTES: usize = 28;
+pub(crate) const RTS_BYTES: usize = 29;
 
 impl Rts {
     pub(crate) fn encode(&self) -> [u8; RTS_BYTES] {
@@ -124,6 +127,7 @@ impl Rts {
         out[8..12].copy_from_slice(&self.token.to_le_bytes());
         out[12..20].copy_from_slice(&self.addr.to_le_bytes());
         out[20..28].copy_from_slice(&self.key.to_le_bytes());
+        out[28] = u8::from(self.idle);
         out
     }
 
@@ -134,11 +138,22 @@ impl Rts {
                 detail: format!("rendezvous request of {} bytes", p.len()),
             });
         }
+        let idle = match p[28] {
+            0 => false,
+            1 => true,
+            b => {
+                return Err(TransportError::Malformed {
+                    peer: source,
+                    detail: format!("rendezvous request with flag byte {b}"),
+                })
+            }
+        };
         Ok(Rts {
             len: u64_at(p, 0),
             token: u32_at(p, 8),
             addr: u64_at(p, 12),
             key: u64_at(p, 20),
+            idle,
         })
     }
 }
@@ -255,9 +270,16 @@ mod tests {
             token: 7,
             addr: 0x7fff_0000,
             key: 9,
+            idle: true,
         };
         assert_eq!(Rts::decode(1, &r.encode()).unwrap(), r);
-        assert!(Rts::decode(1, &[0; 27]).is_err());
+        assert!(Rts::decode(1, &[0; 28]).is_err());
+        let mut flag = r.encode();
+        flag[28] = 2;
+        assert!(
+            Rts::decode(1, &flag).is_err(),
+            "a flag byte other than 0 or 1"
+        );
         assert_eq!(decode_cts(2, &encode_cts(5, 99)).unwrap(), (5, 99));
         let h = Help {
             generation: 3,
