@@ -20,7 +20,7 @@ pub struct Backoff {
     /// Spins left before yielding.
     spins: u32,
     step: u32,
-    /// When the waiter started yielding.
+    /// When the waiter had yielded YIELDS_PER_CLOCK times.
     yielding: Option<Instant>,
     /// Yields since the clock was last read.
     yields: u32,
@@ -66,9 +66,13 @@ impl Backoff {
             self.step += 1;
             return None;
         }
-        let since = *self.yielding.get_or_insert_with(Instant::now);
         self.yields = self.yields.wrapping_add(1);
-        if self.yields % YIELDS_PER_CLOCK != 0 || since.elapsed() < YIELD_FOR {
+        // The yielding stage is timed from its first clock reading, taken
+        // at its first multiple of YIELDS_PER_CLOCK yields: a short wait
+        // never reads the clock.
+        let yielded_enough = self.yields % YIELDS_PER_CLOCK == 0
+            && self.yielding.get_or_insert_with(Instant::now).elapsed() >= YIELD_FOR;
+        if !yielded_enough {
             std::thread::yield_now();
             return None;
         }

@@ -133,10 +133,10 @@ struct Record {
     seq: u64,
     op: &'static str,
     action: Action,
-    /// When a signaled request to a peer on another node was posted
-    /// (unsignaled ones expect no completion of their own; on-node peers
-    /// are watched through their process instead).
-    signaled_at: Option<Instant>,
+    /// A signaled request to a peer on another node, whose completion is
+    /// awaited (unsignaled ones expect no completion of their own; on-node
+    /// peers are watched through their process instead).
+    timed: bool,
     /// A failure is reported by the next quiet (nobody waits for it).
     deferred: bool,
 }
@@ -187,6 +187,12 @@ struct Lane {
     consumed: u64,
     reported: u64,
     last_probe: Option<Instant>,
+    /// Since when timed requests have been waiting with nothing retiring,
+    /// and how many had retired then. Set by the checks for unreachable
+    /// peers, so that posting and waiting never read the clock (in a
+    /// virtual machine without a stable TSC every reading is an emulated
+    /// timer access).
+    stalled: Option<(Instant, u64)>,
 }
 
 impl Lane {
@@ -472,7 +478,7 @@ impl VerbsTransport {
             op,
             action,
             // Only a peer on another node is timed (see drop_if_unreachable).
-            signaled_at: (signal && self.peers[pe].process.is_none()).then(Instant::now),
+            timed: signal && self.peers[pe].process.is_none(),
             deferred: mode != Mode::Wait,
         });
         st.outstanding += 1;
@@ -598,29 +604,35 @@ impl VerbsTransport {
     }
 
     fn drop_if_unreachable(&self, st: &mut State, pe: usize) {
-        let lane = &st.lanes[pe];
-        let Some(first) = lane.records.front() else {
-            return;
-        };
-        if lane.failed.is_some() {
+        let lane = &mut st.lanes[pe];
+        if lane.records.is_empty() || lane.failed.is_some() {
             return;
         }
         let status = match &self.peers[pe].process {
             Some(process) if !process.alive() => PEER_EXITED,
             Some(_) => return,
             None => {
-                let silent = lane
-                    .records
-                    .iter()
-                    .find_map(|r| r.signaled_at)
-                    .is_some_and(|t| t.elapsed() >= RESPONSE_LIMIT);
-                if !silent {
+                if !lane.records.iter().any(|r| r.timed) {
+                    lane.stalled = None;
                     return;
+                }
+                let retired = lane.retired();
+                match lane.stalled {
+                    Some((since, seen)) if seen == retired => {
+                        if since.elapsed() < RESPONSE_LIMIT {
+                            return;
+                        }
+                    }
+                    _ => {
+                        lane.stalled = Some((Instant::now(), retired));
+                        return;
+                    }
                 }
                 PEER_SILENT
             }
         };
-        st.lanes[pe].failed = Some(Failure {
+        let first = lane.records.front().expect("records checked above");
+        lane.failed = Some(Failure {
             seq: first.seq,
             op: first.op,
             status,
@@ -636,8 +648,9 @@ impl VerbsTransport {
         mut done: impl FnMut(&mut State) -> Result<Option<T>, TransportError>,
     ) -> Result<T, TransportError> {
         let mut backoff = Backoff::new(self.oversubscribed);
-        let mut checked = Instant::now();
-        // The clock is read once in a while only (see the back-off's note).
+        // The clock is read once in a while only (see the back-off's note),
+        // and not at all by a wait that ends within `CLOCK_EVERY` turns.
+        let mut checked: Option<Instant> = None;
         let mut turns = 0u32;
         loop {
             {
@@ -647,9 +660,15 @@ impl VerbsTransport {
                     return Ok(v);
                 }
                 turns = turns.wrapping_add(1);
-                if turns % CLOCK_EVERY == 0 && checked.elapsed() >= UNREACHABLE_CHECK {
-                    self.drop_unreachable(&mut st);
-                    checked = Instant::now();
+                if turns % CLOCK_EVERY == 0 {
+                    match checked {
+                        Some(t) if t.elapsed() < UNREACHABLE_CHECK => {}
+                        Some(_) => {
+                            self.drop_unreachable(&mut st);
+                            checked = Some(Instant::now());
+                        }
+                        None => checked = Some(Instant::now()),
+                    }
                 }
             }
             backoff.snooze();
@@ -1156,7 +1175,7 @@ impl Transport for VerbsTransport {
         // Nothing in flight expects an answer that would reveal a lost peer:
         // probe it with an empty signaled write, which fails after the retry
         // timeout (or RESPONSE_LIMIT) if nobody answers.
-        if lane.records.iter().all(|r| r.signaled_at.is_none())
+        if lane.records.iter().all(|r| !r.timed)
             && lane
                 .last_probe
                 .is_none_or(|t| t.elapsed() >= PROBE_INTERVAL)
