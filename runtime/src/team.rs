@@ -414,7 +414,8 @@ impl<'w> Team<'w> {
         let op = a.op;
         let w = self.world;
         let e = self.enter(&a)?;
-        // What was wrong with the previous call, to report after this one.
+        // What was wrong with earlier calls this PE left on the flat path
+        // without waiting for every member, to report after this one.
         let mut late = None;
         if let Some(flat) = &self.inner.flat {
             let forced = w.config().algorithm_for(a.collective).is_some();

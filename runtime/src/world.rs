@@ -68,10 +68,10 @@ impl World {
             eager_limit: config.eager_limit,
             single_copy: config.single_copy,
             oversubscribed: wiring.oversubscribed,
-            help: Some(help::Area {
+            help: help::Area {
                 offset: flat::region_size(size),
                 local: heap.0 + flat::region_size(size),
-            }),
+            },
         };
         // The world team's small collectives take the flat path when every
         // PE is reached by loads and stores, atomics included.

@@ -105,7 +105,6 @@ impl Engine {
         source: usize,
         rts: &Rts,
         dst: &mut [u8],
-        area: Area,
     ) -> Result<bool, Cause> {
         let lane = self.lane_of(source);
         let len = dst.len();
@@ -113,7 +112,7 @@ impl Engine {
         let total = len.div_ceil(chunk) as u64;
         st.help_generation = st.help_generation.wrapping_add(1).max(1);
         let generation = st.help_generation;
-        let (claims, done) = area.words(source);
+        let (claims, done) = self.settings.help.words(source);
         done.store(u64::from(generation) << 32, Ordering::Relaxed);
         claims.store(claim(generation, 0, 0), Ordering::Release);
         let help = Help {
@@ -197,12 +196,13 @@ impl Engine {
             return Ok(());
         }
         let lane = self.lane_of(source);
-        let Some(area) = self.settings.help.filter(|_| lane.caps().load_store) else {
+        if !lane.caps().load_store {
             return Err(malformed(
                 source,
                 "a help request over a lane that does not map heaps".into(),
             ));
-        };
+        }
+        let area = self.settings.help;
         let (ptr, sent) = match st.reqs.by_token(token) {
             Some((
                 _,
@@ -306,10 +306,10 @@ mod tests {
                     eager_limit: 4096,
                     single_copy: true,
                     oversubscribed: true,
-                    help: Some(Area {
+                    help: Area {
                         offset: 0,
                         local: t.local_heap().0 as usize,
-                    }),
+                    },
                 };
                 let lanes: Vec<Box<dyn Transport>> = vec![Box::new(t)];
                 let handlers = Handlers::new();
@@ -363,8 +363,7 @@ mod tests {
             .wait("recv", Watch::Peer(0), |st| Engine::take(st, id))
             .expect("received");
         sending.join().expect("sender runs").expect("sent");
-        let area = receiver.settings.help.expect("help lines");
-        let (claims, done) = area.words(0);
+        let (claims, done) = receiver.settings.help.words(0);
         let (_, _, back) = claimed(claims.load(Ordering::Acquire));
         assert_eq!(done.load(Ordering::Acquire) & COUNT, back);
         (got, back)

@@ -314,7 +314,7 @@ pub(crate) struct Settings {
     /// More PEs on this node than cores this process may run on.
     pub(crate) oversubscribed: bool,
     /// Where the words of shared rendezvous copies are ([`help`]).
-    pub(crate) help: Option<help::Area>,
+    pub(crate) help: help::Area,
 }
 
 /// The progress engine of one PE. Shared with the progress thread.
@@ -1422,14 +1422,12 @@ impl Engine {
         if !self.settings.single_copy || st.no_single_copy[source] {
             return Ok(false);
         }
-        if let Some(area) = self.settings.help {
-            let shared = dst.len() >= help::MIN
-                && rts.idle
-                && source != self.rank
-                && self.lane_of(source).caps().load_store;
-            if shared {
-                return self.fetch_shared(st, source, rts, dst, area);
-            }
+        let shared = dst.len() >= help::MIN
+            && rts.idle
+            && source != self.rank
+            && self.lane_of(source).caps().load_store;
+        if shared {
+            return self.fetch_shared(st, source, rts, dst);
         }
         match self
             .lane_of(source)
