@@ -15,14 +15,16 @@
 //!
 //! Call `n` on the flat path:
 //! 1. Wait until every member has entered call `n - K + 1` (its flag for
-//!    that call or its posted word says so): it no longer reads the slots
-//!    of set `n mod K`, last written for call `n - K`. Check the calls this
+//!    that call or its posted word says so, or a later one this PE saw
+//!    already): it no longer reads the slots of set `n mod K`, last
+//!    written for call `n - K`. Check the calls this
 //!    PE left without waiting for every member (step 3) as far as the
 //!    members have entered them, call `n - K + 1` at the latest: a member
 //!    that called one differently, or took it off the flat path, makes
 //!    call `n` fail once it has completed.
 //! 2. Write the call number, the signature and the block each member needs
-//!    into its slot, then raise the flag to `n + 1` (a put with signal).
+//!    into its slot, then raise the flag to `n + 1` (a put with signal), by
+//!    plain stores through the members' heaps mapped in this process.
 //! 3. Wait for the members whose blocks this PE needs ([`Waits`]): every
 //!    member in the symmetric collectives and at the root of a reduce or
 //!    gather, the root only for the other members of a broadcast or
@@ -72,9 +74,11 @@ const CALL: usize = 40;
 const HEADER: usize = 48;
 const SLOT: usize = (HEADER + DATA).next_multiple_of(LINE);
 /// Most sets of slots.
-const MAX_SETS: usize = 8;
+const MAX_SETS: usize = 64;
 /// Bytes of slots a region holds at most, unless 2 sets need more.
-const SETS_BYTES: usize = 256 * 1024;
+const SETS_BYTES: usize = 2048 * 1024;
+/// Vectors up to this many bytes are reduced in a small buffer.
+const SMALL: usize = 256;
 /// Spins on the flags before waiting through the progress engine.
 const SPINS: usize = 256;
 
@@ -91,9 +95,11 @@ pub(crate) fn region_size(p: usize) -> usize {
 
 /// How many sets of slots a region of `p` members has: calls use them in
 /// turn, so a member may run `sets - 1` calls ahead of the slowest. As many
-/// as fit in [`SETS_BYTES`], at least 2 and at most [`MAX_SETS`].
+/// as fit in [`SETS_BYTES`], at least 2 and at most [`MAX_SETS`], and a
+/// power of two, so that a call's set is a mask of its number.
 fn sets(p: usize) -> usize {
-    (SETS_BYTES / (p.max(1) * SLOT)).clamp(2, MAX_SETS)
+    let fit = (SETS_BYTES / (p.max(1) * SLOT)).clamp(2, MAX_SETS);
+    1 << fit.ilog2()
 }
 
 /// Whether a call of `sig` on a team of `p` members is small enough for
@@ -154,6 +160,14 @@ pub(crate) struct Region {
     early: [AtomicU64; MAX_SETS],
     /// ...and the members whose part in it is still to be checked.
     unchecked: [AtomicU64; MAX_SETS],
+    /// The sets whose `unchecked` is not empty, a bit each.
+    pending: AtomicU64,
+    /// Where every member's heap is mapped in this process (this PE's own
+    /// included), for writing into their regions.
+    peers: Box<[usize]>,
+    /// Per member: the number + 1 of the latest call this PE knows it has
+    /// entered, so that step 1 reads its flags only when that is too old.
+    entered: [AtomicU64; MAX_MEMBERS],
 }
 
 /// The slots of a flat region (copied into general runs, which watch them).
@@ -189,20 +203,25 @@ impl Deserted {
 }
 
 impl Region {
-    /// The region of PE `me` of `p` whose heap starts at `heap`, which
-    /// must hold [`region_size`]`(p)` bytes, stay mapped as long as the
-    /// region lives, and be written at these offsets only by this module.
-    pub(crate) fn new(heap: *mut u8, p: usize, me: usize) -> Region {
+    /// The region of PE `me` of `p` members whose heaps are mapped at
+    /// `peers` (its own at `peers[me]`). Each heap must hold
+    /// [`region_size`]`(p)` bytes, stay mapped as long as the region is
+    /// used, and be written at these offsets only by this module.
+    pub(crate) fn new(peers: Box<[usize]>, me: usize) -> Region {
+        let p = peers.len();
         assert!(p <= MAX_MEMBERS && me < p);
         Region {
             slots: Slots {
-                heap: heap as usize,
+                heap: peers[me],
                 p,
                 me,
                 sets: sets(p),
             },
-            early: Default::default(),
-            unchecked: Default::default(),
+            early: std::array::from_fn(|_| AtomicU64::new(0)),
+            unchecked: std::array::from_fn(|_| AtomicU64::new(0)),
+            pending: AtomicU64::new(0),
+            entered: std::array::from_fn(|_| AtomicU64::new(0)),
+            peers,
         }
     }
 
@@ -244,22 +263,37 @@ impl Region {
     /// wrong with one of them, if anything.
     fn review(&self, calls: std::ops::Range<u64>) -> Option<Cause> {
         let s = &self.slots;
+        if self.pending.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         let mut found = None;
         for m in calls {
-            let set = (m % s.sets as u64) as usize;
-            let unchecked = self.unchecked[set].load(Ordering::Relaxed);
-            if unchecked == 0 || self.early[set].load(Ordering::Relaxed) != m + 1 {
+            let set = s.set(m);
+            if self.pending.load(Ordering::Relaxed) & 1 << set == 0
+                || self.early[set].load(Ordering::Relaxed) != m + 1
+            {
                 continue;
             }
+            let unchecked = self.unchecked[set].load(Ordering::Relaxed);
             let (unchecked, cause) = s.review(m, unchecked);
-            self.unchecked[set].store(unchecked, Ordering::Relaxed);
+            self.keep(set, unchecked);
             found = found.or(cause);
         }
         found
     }
 
+    /// Sets the members of `set`'s early call still to check. Plain loads
+    /// and stores, as in [`Region::saw`].
+    fn keep(&self, set: usize, unchecked: u64) {
+        self.unchecked[set].store(unchecked, Ordering::Relaxed);
+        let pending = self.pending.load(Ordering::Relaxed) & !(1 << set);
+        let pending = pending | u64::from(unchecked != 0) << set;
+        self.pending.store(pending, Ordering::Relaxed);
+    }
+
     /// Waits until every other member (or `only` that one) satisfies
     /// `arrived`, watching those that do not for exits.
+    #[inline(always)]
     fn wait(
         &self,
         world: &World,
@@ -291,7 +325,66 @@ impl Region {
             })
     }
 
+    /// Whether member `j` has entered call `n` or a later one, either way,
+    /// as this PE knows or its flags and posted word say.
+    fn reached(&self, n: u64, j: usize) -> bool {
+        if self.entered[j].load(Ordering::Relaxed) > n {
+            return true;
+        }
+        let s = &self.slots;
+        let flag = s.word(s.slot_at(n, j)).load(Ordering::Acquire);
+        let posted = s.word(s.posted_at(j)).load(Ordering::Acquire);
+        self.saw(j, flag.max(posted));
+        flag > n || posted > n
+    }
+
+    /// Notes that member `j` has entered the call numbered `mark - 1`. A
+    /// plain load and store, not a locked read-modify-write, which would
+    /// wait for this PE's stores to the others' heaps: two threads may
+    /// race here, and the loser leaves a smaller mark, which is still true.
+    fn saw(&self, j: usize, mark: u64) {
+        let known = &self.entered[j];
+        if known.load(Ordering::Relaxed) < mark {
+            known.store(mark, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes this PE's slot for call `n` (at offset `at`) into member
+    /// `j`'s heap, stores alone, back to back, so that the line moves once:
+    /// the call word first, so that a reader of an older call's signature
+    /// there sees it change (`Slots::signature`), then the signature and
+    /// the block, then the flag, with release ordering (a put with signal).
+    fn push(&self, j: usize, at: usize, n: u64, header: &[u64; 4], block: &[u8]) {
+        assert!(block.len() <= DATA);
+        let base = self.peers[j];
+        let word = |offset: usize| {
+            // SAFETY: as in `Slots::word`, in member `j`'s heap, which this
+            // process maps as long as the world's transports live
+            // (`Region::new`); `at` is a slot's offset, and these words are
+            // in its header.
+            unsafe { &*((base + offset) as *const AtomicU64) }
+        };
+        word(at + CALL).store(n, Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (i, &w) in header.iter().enumerate() {
+            word(at + 8 + 8 * i).store(w, Ordering::Relaxed);
+        }
+        // SAFETY: the slot's data holds `DATA` bytes (asserted above), in
+        // the mapped region; the member reads them only once it sees the
+        // flag raised below, and no member reads this slot's data of an
+        // older call any more (step 1).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                block.as_ptr(),
+                (base + at + HEADER) as *mut u8,
+                block.len(),
+            );
+        }
+        word(at).store(n + 1, Ordering::Release);
+    }
+
     /// Runs call `c` on the flat path.
+    #[inline(always)]
     pub(crate) fn run(&self, world: &World, c: Call<'_>) -> Result<Outcome> {
         let s = &self.slots;
         let (p, me, n) = (s.p, s.me, c.n);
@@ -301,7 +394,7 @@ impl Region {
         // latest.
         let oldest = n.saturating_sub(ahead);
         if n >= ahead {
-            self.wait(world, c.op, None, |j| s.reached(oldest, j))?;
+            self.wait(world, c.op, None, |j| self.reached(oldest, j))?;
         }
         let mut late = self.review(oldest..oldest + 1);
         let sig = &c.sig;
@@ -312,18 +405,9 @@ impl Region {
         for (i, &w) in header.iter().enumerate() {
             s.word(at + 8 + 8 * i).store(w, Ordering::Relaxed);
         }
-        let header: &[u8] = bytemuck::cast_slice(&header);
-        let fail = |e: weft_transport::TransportError| world.error(c.op, e.into());
         for j in (0..p).filter(|&j| j != me) {
-            let lane = world.lane(c.op, j)?;
             let block = outgoing(sig, me, j, c.input, c.output).unwrap_or(&[]);
-            // The call word first: a reader of an older call's signature
-            // in this slot sees it change (`Slots::signature`).
-            lane.put(j, at + CALL, &n.to_ne_bytes()).map_err(fail)?;
-            fence(Ordering::Release);
-            lane.put(j, at + 8, header).map_err(fail)?;
-            lane.put_signal(j, at + HEADER, block, at, n + 1)
-                .map_err(fail)?;
+            self.push(j, at, n, &header, block);
         }
         let role = waits(sig, me);
         match role {
@@ -339,6 +423,8 @@ impl Region {
                     let text = differ_text(n, sig, &[(root, theirs)]);
                     return Err(world.error(c.op, Cause::Mismatch(text)));
                 }
+                self.saw(root, n + 1);
+                s.prefetch(n + 1, root);
             }
             Waits::Everyone => {
                 let mut flat = true;
@@ -369,11 +455,18 @@ impl Region {
         if role == Waits::Everyone {
             // Every member has entered this call, so every earlier one.
             late = late.or_else(|| self.review(oldest..n));
+            for j in 0..p {
+                self.saw(j, n + 1);
+            }
         } else {
-            let set = (n % s.sets as u64) as usize;
-            let others = (u64::MAX >> (64 - p)) & !(1 << me);
+            // The root, if this PE waited for it, is checked already.
+            let checked = match role {
+                Waits::Root => 1 << sig.root | 1 << me,
+                _ => 1 << me,
+            };
+            let set = s.set(n);
             self.early[set].store(n + 1, Ordering::Relaxed);
-            self.unchecked[set].store(others, Ordering::Relaxed);
+            self.keep(set, (u64::MAX >> (64 - p)) & !checked);
         }
         self.compute(c);
         Ok(Outcome { done: true, late })
@@ -435,8 +528,17 @@ impl Region {
                     Collective::ReduceScatter => (p, &c.input[me * b..(me + 1) * b]),
                     _ => (p, &c.output[..b]),
                 };
-                let mut acc = [0u64; DATA / 8];
-                let acc = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut acc)[..b];
+                // Zeroing a whole slot's worth would cost more than a small
+                // reduction itself.
+                let (mut small, mut large);
+                let acc: &mut [u64] = if b <= SMALL {
+                    small = [0u64; SMALL / 8];
+                    &mut small
+                } else {
+                    large = [0u64; DATA / 8];
+                    &mut large
+                };
+                let acc = &mut bytemuck::cast_slice_mut::<u64, u8>(acc)[..b];
                 fold(acc, upto, comb, |j| if j == me { own } else { slot(j) });
                 c.output[..b].copy_from_slice(acc);
             }
@@ -449,10 +551,27 @@ impl Slots {
         sender * LINE
     }
 
+    /// The set of slots of call `n`.
+    fn set(&self, n: u64) -> usize {
+        n as usize & (self.sets - 1)
+    }
+
     /// Where `sender`'s slot for call `n` is.
     fn slot_at(&self, n: u64, sender: usize) -> usize {
-        let set = (n % self.sets as u64) as usize;
-        self.p * LINE + (set * self.p + sender) * SLOT
+        self.p * LINE + (self.set(n) * self.p + sender) * SLOT
+    }
+
+    /// Asks the processor to fetch the line of `sender`'s slot for call
+    /// `n` into this core's cache, which the sender may have written.
+    fn prefetch(&self, n: u64, sender: usize) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch only hints; it reads nothing and cannot fault
+        // (x86-64 always has SSE). The address is in the region anyway.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                (self.heap + self.slot_at(n, sender)) as *const i8,
+            );
+        }
     }
 
     fn word(&self, offset: usize) -> &AtomicU64 {
@@ -520,12 +639,6 @@ impl Slots {
         } else {
             None
         }
-    }
-
-    /// Whether `sender` has entered call `n` or a later one, either way.
-    fn reached(&self, n: u64, sender: usize) -> bool {
-        let flag = self.word(self.slot_at(n, sender)).load(Ordering::Acquire);
-        flag > n || self.word(self.posted_at(sender)).load(Ordering::Acquire) > n
     }
 
     /// Checks call `n` for the `unchecked` members (a bit each) that have

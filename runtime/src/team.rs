@@ -260,13 +260,19 @@ impl<'w> Team<'w> {
     /// Enters a call: takes its number, even when the arguments are bad
     /// (the general path then tells the other members, so that they fail
     /// too instead of waiting), and checks them.
+    #[inline(always)]
     fn enter(&self, a: &Args<'_>) -> Result<Entered> {
         let w = self.world;
         w.check_live(a.op)?;
         // Refused before the call takes a number: a handler could neither
         // run the call nor tell the other members it failed.
         w.engine().refuse_in_handler(a.op)?;
-        let n = self.inner.calls.fetch_add(1, Ordering::Relaxed);
+        // A load and a store, not a locked increment, which would wait for
+        // this PE's stores to the others' heaps from its previous call: one
+        // thread at a time calls a team's collectives (the threading
+        // contract in docs/ARCHITECTURE.md).
+        let n = self.inner.calls.load(Ordering::Relaxed);
+        self.inner.calls.store(n + 1, Ordering::Relaxed);
         let call = CallId {
             team: self.inner.id,
             seq: n as u32 & SEQ_MASK,

@@ -74,15 +74,23 @@ impl World {
             },
         };
         // The world team's small collectives take the flat path when every
-        // PE is reached by loads and stores, atomics included.
-        let loads = |route: &[u8]| {
-            route
-                .iter()
-                .all(|&l| wiring.lanes[l as usize].caps().load_store)
-        };
-        let flat =
-            (size <= flat::MAX_MEMBERS && loads(&wiring.route) && loads(&wiring.atomic_route))
-                .then(|| flat::Region::new(heap.0 as *mut u8, size, rank));
+        // PE's heap is mapped here and reached by loads and stores, atomics
+        // included.
+        let mapped: Option<Box<[usize]>> = (0..size)
+            .map(|j| match j == rank {
+                true => Some(heap.0),
+                false => wiring.lanes[wiring.route[j] as usize]
+                    .mapped(j)
+                    .map(|at| at.as_ptr() as usize),
+            })
+            .collect();
+        let atomics = wiring
+            .atomic_route
+            .iter()
+            .all(|&l| wiring.lanes[l as usize].caps().load_store);
+        let flat = mapped
+            .filter(|_| size <= flat::MAX_MEMBERS && atomics)
+            .map(|peers| flat::Region::new(peers, rank));
         let engine = Arc::new(Engine::new(
             rank,
             size,

@@ -87,6 +87,15 @@ pub trait Transport: Send + Sync {
     /// Whether `peer` is reachable through this transport.
     fn reaches(&self, peer: usize) -> bool;
 
+    /// Where `peer`'s heap is mapped in this process, when this transport
+    /// reaches it by loads and stores ([`Caps::load_store`]): the mapping
+    /// stays valid as long as the transport lives. `None` (the default)
+    /// otherwise.
+    fn mapped(&self, peer: usize) -> Option<std::ptr::NonNull<u8>> {
+        let _ = peer;
+        None
+    }
+
     /// Copies `src` to `offset` in `peer`'s heap. `src` may be reused as soon
     /// as this returns; remote completion is guaranteed by [`Transport::quiet`].
     fn put(&self, peer: usize, offset: usize, src: &[u8]) -> Result<(), TransportError>;

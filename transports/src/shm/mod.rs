@@ -329,6 +329,10 @@ impl Transport for ShmTransport {
         self.peers.get(peer).is_some_and(Option::is_some)
     }
 
+    fn mapped(&self, peer: usize) -> Option<std::ptr::NonNull<u8>> {
+        std::ptr::NonNull::new(self.peer(peer).ok()?.heap)
+    }
+
     fn put(&self, peer: usize, offset: usize, src: &[u8]) -> Result<(), TransportError> {
         let dst = self.at(peer, offset, src.len())?;
         // SAFETY: `dst` is valid for `src.len()` bytes (`at`); `copy` allows
