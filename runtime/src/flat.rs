@@ -69,9 +69,10 @@ const LINE: usize = 64;
 const PAGE: usize = 4096;
 /// Where a slot's call word is: the number of the call it holds, written
 /// first, before the signature and the data.
-const CALL: usize = 40;
-/// Flag, four signature words and the call word.
-const HEADER: usize = 48;
+const CALL: usize = 24;
+/// Flag, two signature words and the call word: the first 32 bytes of
+/// data share the header's line.
+const HEADER: usize = 32;
 const SLOT: usize = (HEADER + DATA).next_multiple_of(LINE);
 /// Most sets of slots.
 const MAX_SETS: usize = 64;
@@ -105,7 +106,10 @@ fn sets(p: usize) -> usize {
 /// Whether a call of `sig` on a team of `p` members is small enough for
 /// the flat path.
 pub(crate) fn fits(sig: &Signature, p: usize) -> bool {
-    sig.bytes <= DATA && sig.bytes * p.saturating_sub(1) <= PUSH_LIMIT
+    sig.bytes <= DATA
+        && sig.bytes * p.saturating_sub(1) <= PUSH_LIMIT
+        && sig.root < 1 << 24
+        && u32::try_from(sig.elem).is_ok()
 }
 
 /// One call's arguments on the flat path.
@@ -354,7 +358,7 @@ impl Region {
     /// the call word first, so that a reader of an older call's signature
     /// there sees it change (`Slots::signature`), then the signature and
     /// the block, then the flag, with release ordering (a put with signal).
-    fn push(&self, j: usize, at: usize, n: u64, header: &[u64; 4], block: &[u8]) {
+    fn push(&self, j: usize, at: usize, n: u64, header: &[u64; 2], block: &[u8]) {
         assert!(block.len() <= DATA);
         let base = self.peers[j];
         let word = |offset: usize| {
@@ -561,8 +565,9 @@ impl Slots {
         self.p * LINE + (self.set(n) * self.p + sender) * SLOT
     }
 
-    /// Asks the processor to fetch the line of `sender`'s slot for call
-    /// `n` into this core's cache, which the sender may have written.
+    /// Asks the processor to fetch the header line of `sender`'s slot for
+    /// call `n` into this core's cache: the sender may have written it
+    /// already.
     fn prefetch(&self, n: u64, sender: usize) {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a prefetch only hints; it reads nothing and cannot fault
@@ -597,7 +602,7 @@ impl Slots {
     /// the call word before the signature, and it is read after).
     fn signature(&self, n: u64, sender: usize) -> Result<Option<Signature>, ()> {
         let at = self.slot_at(n, sender);
-        let w: [u64; 4] =
+        let w: [u64; 2] =
             std::array::from_fn(|i| self.word(at + 8 + 8 * i).load(Ordering::Relaxed));
         fence(Ordering::Acquire);
         if self.word(at + CALL).load(Ordering::Relaxed) != n {
@@ -614,13 +619,13 @@ impl Slots {
 }
 
 /// The signature in a slot's words, if they hold one.
-fn decode(w: [u64; 4]) -> Option<Signature> {
+fn decode(w: [u64; 2]) -> Option<Signature> {
     Some(Signature {
         collective: *Collective::ALL.get((w[0] & 0xff) as usize)?,
+        root: (w[0] >> 8 & 0xff_ffff) as usize,
         op: (w[0] >> 32) as u32,
-        root: w[1] as usize,
-        bytes: w[2] as usize,
-        elem: w[3] as usize,
+        bytes: (w[1] & 0xffff_ffff) as usize,
+        elem: (w[1] >> 32) as usize,
     })
 }
 
@@ -701,17 +706,17 @@ impl Slots {
     }
 }
 
-/// The words of a slot's signature for a call of `sig`.
-fn header(sig: &Signature) -> [u64; 4] {
+/// The words of a slot's signature for a call of `sig`, which [`fits`]:
+/// the collective, the root (24 bits) and the operation; the bytes and the
+/// element size (32 bits each).
+fn header(sig: &Signature) -> [u64; 2] {
     let coll = Collective::ALL
         .iter()
         .position(|x| *x == sig.collective)
         .unwrap_or(0) as u64;
     [
-        coll | u64::from(sig.op) << 32,
-        sig.root as u64,
-        sig.bytes as u64,
-        sig.elem as u64,
+        coll | (sig.root as u64) << 8 | u64::from(sig.op) << 32,
+        sig.bytes as u64 | (sig.elem as u64) << 32,
     ]
 }
 
