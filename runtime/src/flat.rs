@@ -62,9 +62,9 @@ use crate::World;
 /// Most members of a team on the flat path (the region grows with them).
 pub(crate) const MAX_MEMBERS: usize = 64;
 /// Largest block one member writes into one slot.
-pub(crate) const DATA: usize = 4096;
+pub(crate) const DATA: usize = 16 * 1024;
 /// Most bytes one member writes in one call, over all slots.
-const PUSH_LIMIT: usize = 16 * 1024;
+const PUSH_LIMIT: usize = 48 * 1024;
 const LINE: usize = 64;
 const PAGE: usize = 4096;
 /// Where a slot's call word is: the number of the call it holds, written
@@ -77,7 +77,7 @@ const SLOT: usize = (HEADER + DATA).next_multiple_of(LINE);
 /// Most sets of slots.
 const MAX_SETS: usize = 64;
 /// Bytes of slots a region holds at most, unless 2 sets need more.
-const SETS_BYTES: usize = 2048 * 1024;
+const SETS_BYTES: usize = 4 << 20;
 /// Vectors up to this many bytes are reduced in a small buffer.
 const SMALL: usize = 256;
 /// Spins on the flags before waiting through the progress engine.
@@ -532,14 +532,14 @@ impl Region {
                     Collective::ReduceScatter => (p, &c.input[me * b..(me + 1) * b]),
                     _ => (p, &c.output[..b]),
                 };
-                // Zeroing a whole slot's worth would cost more than a small
-                // reduction itself.
+                // On the stack when small: zeroing (or allocating) a whole
+                // slot's worth would cost more than the reduction itself.
                 let (mut small, mut large);
                 let acc: &mut [u64] = if b <= SMALL {
                     small = [0u64; SMALL / 8];
                     &mut small
                 } else {
-                    large = [0u64; DATA / 8];
+                    large = vec![0u64; b.div_ceil(8)];
                     &mut large
                 };
                 let acc = &mut bytemuck::cast_slice_mut::<u64, u8>(acc)[..b];
