@@ -318,6 +318,9 @@ impl<'w> Team<'w> {
             };
             let (algorithm, forced) = match w.config().algorithm_for(a.collective) {
                 Some(f) => (f, true),
+                None if w.engine().oversubscribed() => {
+                    (select::choose_crowded(&call, &ON_NODE), false)
+                }
                 None => (select::choose(&call, &ON_NODE), false),
             };
             let schedule = self.inner.schedule(call, algorithm).map_err(|e| {
