@@ -104,7 +104,7 @@ fn sets(p: usize) -> usize {
 }
 
 /// Whether a call of `sig` on a team of `p` members is small enough for
-/// the flat path.
+/// the flat path, its signature included (a slot's two words).
 pub(crate) fn fits(sig: &Signature, p: usize) -> bool {
     sig.bytes <= DATA
         && sig.bytes * p.saturating_sub(1) <= PUSH_LIMIT
