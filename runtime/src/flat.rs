@@ -80,6 +80,9 @@ const MAX_SETS: usize = 64;
 const SETS_BYTES: usize = 4 << 20;
 /// Vectors up to this many bytes are reduced in a small buffer.
 const SMALL: usize = 256;
+/// Oversubscribed, yields between readings of the flags before waiting
+/// through the progress engine.
+const YIELDS: usize = 16;
 /// Spins on the flags before waiting through the progress engine.
 const SPINS: usize = 256;
 
@@ -317,6 +320,14 @@ impl Region {
                 return Ok(());
             }
             std::hint::spin_loop();
+        }
+        if spins == 0 {
+            for _ in 0..YIELDS {
+                if others().all(&mut arrived) {
+                    return Ok(());
+                }
+                std::thread::yield_now();
+            }
         }
         let waiting = RefCell::new(Vec::new());
         world
