@@ -11,7 +11,7 @@
 //! Every PE's heap begins with a [`Region`]: one *posted* word per sender,
 //! then `K` sets of slots ([`sets`]; call `n` uses set `n mod K`), one slot
 //! per sender: a flag (the call's number + 1), the sender's signature of
-//! the call, the call's number, and up to [`DATA`] bytes of data.
+//! the call, the call's number, and up to [`data_size`] bytes of data.
 //!
 //! Call `n` on the flat path:
 //! 1. Wait until every member has entered call `n - K + 1` (its flag for
@@ -61,8 +61,9 @@ use crate::World;
 
 /// Most members of a team on the flat path (the region grows with them).
 pub(crate) const MAX_MEMBERS: usize = 64;
-/// Largest block one member writes into one slot.
-pub(crate) const DATA: usize = 16 * 1024;
+/// Largest block one member writes into one slot, whatever the size of
+/// the team.
+const MAX_DATA: usize = 32 * 1024;
 /// Most bytes one member writes in one call, over all slots.
 const PUSH_LIMIT: usize = 48 * 1024;
 const LINE: usize = 64;
@@ -73,7 +74,6 @@ const CALL: usize = 24;
 /// Flag, two signature words and the call word: the first 32 bytes of
 /// data share the header's line.
 const HEADER: usize = 32;
-const SLOT: usize = (HEADER + DATA).next_multiple_of(LINE);
 /// Most sets of slots.
 const MAX_SETS: usize = 64;
 /// Bytes of slots a region holds at most, unless 2 sets need more.
@@ -91,7 +91,7 @@ const SPINS: usize = 256;
 /// the allocator's blocks keep the heap's page alignment.
 pub(crate) fn region_size(p: usize) -> usize {
     if p <= MAX_MEMBERS {
-        (p * LINE + sets(p) * p * SLOT).next_multiple_of(PAGE)
+        (p * LINE + sets(p) * p * slot_size(p)).next_multiple_of(PAGE)
     } else {
         0
     }
@@ -102,14 +102,26 @@ pub(crate) fn region_size(p: usize) -> usize {
 /// as fit in [`SETS_BYTES`], at least 2 and at most [`MAX_SETS`], and a
 /// power of two, so that a call's set is a mask of its number.
 fn sets(p: usize) -> usize {
-    let fit = (SETS_BYTES / (p.max(1) * SLOT)).clamp(2, MAX_SETS);
+    let fit = (SETS_BYTES / (p.max(1) * slot_size(p))).clamp(2, MAX_SETS);
     1 << fit.ilog2()
+}
+
+/// Largest block one member writes into one slot in a region of `p`
+/// members: what it may write to each of the others in one call
+/// ([`PUSH_LIMIT`]), at most [`MAX_DATA`], in whole lines.
+fn data_size(p: usize) -> usize {
+    (PUSH_LIMIT / p.saturating_sub(1).max(1)).min(MAX_DATA) / LINE * LINE
+}
+
+/// Bytes of one slot in a region of `p` members: the header, then the data.
+fn slot_size(p: usize) -> usize {
+    (HEADER + data_size(p)).next_multiple_of(LINE)
 }
 
 /// Whether a call of `sig` on a team of `p` members is small enough for
 /// the flat path, its signature included (a slot's two words).
 pub(crate) fn fits(sig: &Signature, p: usize) -> bool {
-    sig.bytes <= DATA
+    sig.bytes <= data_size(p)
         && sig.bytes * p.saturating_sub(1) <= PUSH_LIMIT
         && sig.root < 1 << 24
         && u32::try_from(sig.elem).is_ok()
@@ -185,6 +197,9 @@ struct Slots {
     p: usize,
     me: usize,
     sets: usize,
+    /// Bytes of a slot ([`slot_size`]) and of its data ([`data_size`]).
+    slot: usize,
+    data: usize,
 }
 
 /// Watches, in a call that took the general path, for members that left
@@ -223,6 +238,8 @@ impl Region {
                 p,
                 me,
                 sets: sets(p),
+                slot: slot_size(p),
+                data: data_size(p),
             },
             early: std::array::from_fn(|_| AtomicU64::new(0)),
             unchecked: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -370,7 +387,7 @@ impl Region {
     /// there sees it change (`Slots::signature`), then the signature and
     /// the block, then the flag, with release ordering (a put with signal).
     fn push(&self, j: usize, at: usize, n: u64, header: &[u64; 2], block: &[u8]) {
-        assert!(block.len() <= DATA);
+        assert!(block.len() <= self.slots.data);
         let base = self.peers[j];
         let word = |offset: usize| {
             // SAFETY: as in `Slots::word`, in member `j`'s heap, which this
@@ -384,7 +401,7 @@ impl Region {
         for (i, &w) in header.iter().enumerate() {
             word(at + 8 + 8 * i).store(w, Ordering::Relaxed);
         }
-        // SAFETY: the slot's data holds `DATA` bytes (asserted above), in
+        // SAFETY: the slot's data holds `data` bytes (asserted above), in
         // the mapped region; the member reads them only once it sees the
         // flag raised below, and no member reads this slot's data of an
         // older call any more (step 1).
@@ -534,28 +551,44 @@ impl Region {
             | Collective::ReduceScatter => {
                 // Team::run gives every reducing call its combiner.
                 let Some(comb) = c.combiner else { return };
-                // Members folded, left to right, and this member's operand.
-                let (upto, own) = match c.sig.collective {
+                // Members folded, left to right, into the output.
+                let upto = match c.sig.collective {
                     Collective::Reduce if me != root => return,
                     Collective::Exscan if me == 0 => return,
-                    Collective::Scan => (me + 1, &c.output[..b]),
-                    Collective::Exscan => (me, &c.output[..b]),
-                    Collective::ReduceScatter => (p, &c.input[me * b..(me + 1) * b]),
-                    _ => (p, &c.output[..b]),
+                    Collective::Scan => me + 1,
+                    Collective::Exscan => me,
+                    _ => p,
                 };
-                // On the stack when small: zeroing (or allocating) a whole
-                // slot's worth would cost more than the reduction itself.
+                let scatter = c.sig.collective == Collective::ReduceScatter;
+                // In place (this member's operand is its output) when the
+                // fold starts with it; else a copy of it, made before the
+                // fold overwrites the output: on the stack when small, as
+                // allocating would cost more than a small reduction.
+                let in_place = me == 0 && !scatter;
                 let (mut small, mut large);
-                let acc: &mut [u64] = if b <= SMALL {
-                    small = [0u64; SMALL / 8];
-                    &mut small
+                let own: &[u8] = if me >= upto || in_place {
+                    &[]
+                } else if scatter {
+                    &c.input[me * b..(me + 1) * b]
                 } else {
-                    large = vec![0u64; b.div_ceil(8)];
-                    &mut large
+                    let copy: &mut [u64] = if b <= SMALL {
+                        small = [0u64; SMALL / 8];
+                        &mut small
+                    } else {
+                        large = vec![0u64; b.div_ceil(8)];
+                        &mut large
+                    };
+                    let copy = &mut bytemuck::cast_slice_mut::<u64, u8>(copy)[..b];
+                    copy.copy_from_slice(&c.output[..b]);
+                    copy
                 };
-                let acc = &mut bytemuck::cast_slice_mut::<u64, u8>(acc)[..b];
-                fold(acc, upto, comb, |j| if j == me { own } else { slot(j) });
-                c.output[..b].copy_from_slice(acc);
+                let out = &mut c.output[..b];
+                if !in_place {
+                    out.copy_from_slice(if me == 0 { own } else { slot(0) });
+                }
+                for j in 1..upto {
+                    comb.combine(out, if j == me { own } else { slot(j) }, false);
+                }
             }
         }
     }
@@ -573,7 +606,7 @@ impl Slots {
 
     /// Where `sender`'s slot for call `n` is.
     fn slot_at(&self, n: u64, sender: usize) -> usize {
-        self.p * LINE + (self.set(n) * self.p + sender) * SLOT
+        self.p * LINE + (self.set(n) * self.p + sender) * self.slot
     }
 
     /// Asks the processor to fetch the header line of `sender`'s slot for
@@ -601,8 +634,8 @@ impl Slots {
     /// The data `sender` wrote for call `n`, once its flag says so.
     fn data(&self, n: u64, sender: usize, len: usize) -> &[u8] {
         let at = self.slot_at(n, sender) + HEADER;
-        debug_assert!(len <= DATA);
-        // SAFETY: inside the region (`len <= DATA`); the sender wrote it
+        debug_assert!(len <= self.data);
+        // SAFETY: inside the region (`len <= data`); the sender wrote it
         // before raising the flag this PE read with acquire ordering, and
         // writes it again only after this PE has entered call `n + 1`.
         unsafe { std::slice::from_raw_parts((self.heap + at) as *const u8, len) }
@@ -745,14 +778,6 @@ fn differ_text(n: u64, sig: &Signature, differ: &[(usize, Option<Signature>)]) -
         text += &format!("; PEs {pes:?} all differ from this PE");
     }
     text
-}
-
-/// Combines the vectors of members `0..upto` left to right into `acc`.
-fn fold<'a>(acc: &mut [u8], upto: usize, combiner: &Combiner, vector: impl Fn(usize) -> &'a [u8]) {
-    acc.copy_from_slice(vector(0));
-    for j in 1..upto {
-        combiner.combine(acc, vector(j), false);
-    }
 }
 
 /// The block member `me` writes into member `j`'s slot for a call of
