@@ -599,6 +599,19 @@ mod tests {
     }
 
     #[test]
+    fn a_mapped_heap_is_the_peers_heap() {
+        let (a, b) = pair("mapped");
+        let heap = a.mapped(1).expect("peer 1 is mapped");
+        // SAFETY: peer 1's heap is mapped here for 64 KiB (`pair`); byte
+        // 256 is inside it and nothing else accesses it.
+        unsafe { heap.as_ptr().add(256).write(42) };
+        let mut out = [0u8; 1];
+        b.get_blocking(1, 256, &mut out).unwrap();
+        assert_eq!(out, [42]);
+        assert!(a.mapped(2).is_none());
+    }
+
+    #[test]
     fn put_signal_sets_the_word_after_the_bytes() {
         let (a, b) = pair("signal");
         a.put_signal(1, 128, &[5; 100], 64, 3).unwrap();
