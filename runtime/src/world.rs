@@ -77,11 +77,13 @@ impl World {
         // PE's heap is mapped here and reached by loads and stores, atomics
         // included.
         let mapped: Option<Box<[usize]>> = (0..size)
-            .map(|j| match j == rank {
-                true => Some(heap.0),
-                false => wiring.lanes[wiring.route[j] as usize]
-                    .mapped(j)
-                    .map(|at| at.as_ptr() as usize),
+            .map(|j| {
+                if j == rank {
+                    Some(heap.0)
+                } else {
+                    let lane = &wiring.lanes[wiring.route[j] as usize];
+                    lane.mapped(j).map(|at| at.as_ptr() as usize)
+                }
             })
             .collect();
         let atomics = wiring
