@@ -59,6 +59,12 @@ use crate::progress::coll::describe;
 use crate::progress::Watch;
 use crate::World;
 
+thread_local! {
+    /// A member's copy of its operand while a reduction on the flat path
+    /// overwrites its output, kept so that calls allocate nothing.
+    static OPERAND: std::cell::Cell<Vec<u64>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Most members of a team on the flat path (the region grows with them).
 pub(crate) const MAX_MEMBERS: usize = 64;
 /// Largest block one member writes into one slot, whatever the size of
@@ -78,8 +84,6 @@ const HEADER: usize = 32;
 const MAX_SETS: usize = 64;
 /// Bytes of slots a region holds at most, unless 2 sets need more.
 const SETS_BYTES: usize = 4 << 20;
-/// Vectors up to this many bytes are reduced in a small buffer.
-const SMALL: usize = 256;
 /// Oversubscribed, yields between readings of the flags before waiting
 /// through the progress engine.
 const YIELDS: usize = 16;
@@ -327,24 +331,17 @@ impl Region {
     ) -> Result<()> {
         let (p, me) = (self.slots.p, self.slots.me);
         let others = || (0..p).filter(move |&j| j != me && only.is_none_or(|o| o == j));
-        let spins = if world.engine().oversubscribed() {
-            0
+        // Oversubscribed, the core goes to the member waited for.
+        let (turns, pause): (usize, fn()) = if world.engine().oversubscribed() {
+            (YIELDS, std::thread::yield_now)
         } else {
-            SPINS
+            (SPINS, std::hint::spin_loop)
         };
-        for _ in 0..spins {
+        for _ in 0..turns {
             if others().all(&mut arrived) {
                 return Ok(());
             }
-            std::hint::spin_loop();
-        }
-        if spins == 0 {
-            for _ in 0..YIELDS {
-                if others().all(&mut arrived) {
-                    return Ok(());
-                }
-                std::thread::yield_now();
-            }
+            pause();
         }
         let waiting = RefCell::new(Vec::new());
         world
@@ -562,23 +559,17 @@ impl Region {
                 let scatter = c.sig.collective == Collective::ReduceScatter;
                 // In place (this member's operand is its output) when the
                 // fold starts with it; else a copy of it, made before the
-                // fold overwrites the output: on the stack when small, as
-                // allocating would cost more than a small reduction.
+                // fold overwrites the output, in this thread's kept buffer
+                // (taken, so that a nested call only allocates its own).
                 let in_place = me == 0 && !scatter;
-                let (mut small, mut large);
+                let mut saved = OPERAND.take();
                 let own: &[u8] = if me >= upto || in_place {
                     &[]
                 } else if scatter {
                     &c.input[me * b..(me + 1) * b]
                 } else {
-                    let copy: &mut [u64] = if b <= SMALL {
-                        small = [0u64; SMALL / 8];
-                        &mut small
-                    } else {
-                        large = vec![0u64; b.div_ceil(8)];
-                        &mut large
-                    };
-                    let copy = &mut bytemuck::cast_slice_mut::<u64, u8>(copy)[..b];
+                    saved.resize(saved.len().max(b.div_ceil(8)), 0);
+                    let copy = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut saved)[..b];
                     copy.copy_from_slice(&c.output[..b]);
                     copy
                 };
@@ -589,6 +580,7 @@ impl Region {
                 for j in 1..upto {
                     comb.combine(out, if j == me { own } else { slot(j) }, false);
                 }
+                OPERAND.set(saved);
             }
         }
     }
