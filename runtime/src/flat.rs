@@ -89,6 +89,12 @@ const SETS_BYTES: usize = 4 << 20;
 const YIELDS: usize = 16;
 /// Spins on the flags before waiting through the progress engine.
 const SPINS: usize = 256;
+/// Most lines of a slot fetched ahead of reading it. A member waiting for
+/// a slot of at most this many lines also fetches its data lines each time
+/// it finds the flag down, so that they arrive with the flag's line instead
+/// of after it; fetching more lines over and over would keep taking them
+/// from their writer.
+const PREFETCH_LINES: usize = 5;
 
 /// Bytes at the start of every PE's heap that the flat path of a job of
 /// `p` PEs uses (0 when it has too many PEs for it), whole pages, so that
@@ -136,7 +142,7 @@ pub(crate) struct Call<'a> {
     pub(crate) op: &'static str,
     /// The call's number in the team (0, 1, ...).
     pub(crate) n: u64,
-    pub(crate) sig: Signature,
+    pub(crate) sig: &'a Signature,
     pub(crate) input: &'a [u8],
     pub(crate) output: &'a mut [u8],
     /// The reduction's, for the reducing collectives.
@@ -165,13 +171,20 @@ fn waits(sig: &Signature, member: usize) -> Waits {
     }
 }
 
+/// What was wrong with earlier calls that this PE left without waiting
+/// for every member, if anything: boxed, so that the calls' results, which
+/// it is part of, stay two words and pass in registers. Results moved
+/// through memory in pieces made the next call's loads of them wait for
+/// this PE's stores to the others' heaps (store forwarding fails).
+pub(crate) type Late = Option<Box<Cause>>;
+
 /// The outcome of a call on the flat path.
 pub(crate) struct Outcome {
     /// Whether the call is done; if not, this PE takes the general path.
     pub(crate) done: bool,
     /// What was wrong with the previous call, which this PE left without
     /// waiting for every member: to report once this call has completed.
-    pub(crate) late: Option<Cause>,
+    pub(crate) late: Late,
 }
 
 /// The world team's flat region as this PE sees it: its own heap, where
@@ -264,7 +277,7 @@ impl Region {
     /// What was wrong with the calls before call `n` that this PE left
     /// without waiting for every member, as far as the members that have
     /// entered them tell, for a call that takes the general path.
-    pub(crate) fn recent(&self, n: u64) -> Option<Cause> {
+    pub(crate) fn recent(&self, n: u64) -> Late {
         self.review(n.saturating_sub(self.slots.sets as u64 - 1)..n)
     }
 
@@ -289,7 +302,7 @@ impl Region {
     /// PE's current one) that this PE left without waiting for every
     /// member, for the members that have entered them since: what was
     /// wrong with one of them, if anything.
-    fn review(&self, calls: std::ops::Range<u64>) -> Option<Cause> {
+    fn review(&self, calls: std::ops::Range<u64>) -> Late {
         let s = &self.slots;
         if self.pending.load(Ordering::Relaxed) == 0 {
             return None;
@@ -379,10 +392,12 @@ impl Region {
     }
 
     /// Writes this PE's slot for call `n` (at offset `at`) into member
-    /// `j`'s heap, stores alone, back to back, so that the line moves once:
-    /// the call word first, so that a reader of an older call's signature
-    /// there sees it change (`Slots::signature`), then the signature and
-    /// the block, then the flag, with release ordering (a put with signal).
+    /// `j`'s heap, stores alone, back to back, so that each line moves
+    /// once: first the data past the header's line, then the header's line
+    /// in one burst (a member waiting reads it over and over): the call
+    /// word, so that a reader of an older call's signature there sees it
+    /// change (`Slots::signature`), the signature, the data's start and the
+    /// flag, with release ordering (a put with signal).
     fn push(&self, j: usize, at: usize, n: u64, header: &[u64; 2], block: &[u8]) {
         assert!(block.len() <= self.slots.data);
         let base = self.peers[j];
@@ -393,22 +408,27 @@ impl Region {
             // in its header.
             unsafe { &*((base + offset) as *const AtomicU64) }
         };
+        let (head, rest) = block.split_at(block.len().min(LINE - HEADER));
+        let copy = |from: &[u8], offset: usize| {
+            // SAFETY: the slot's data holds `data` bytes (asserted above),
+            // in the mapped region; the member reads them only once it sees
+            // the flag raised below, and no member reads this slot's data
+            // of an older call any more (step 1).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    from.as_ptr(),
+                    (base + at + HEADER + offset) as *mut u8,
+                    from.len(),
+                );
+            }
+        };
+        copy(rest, head.len());
         word(at + CALL).store(n, Ordering::Relaxed);
         fence(Ordering::Release);
         for (i, &w) in header.iter().enumerate() {
             word(at + 8 + 8 * i).store(w, Ordering::Relaxed);
         }
-        // SAFETY: the slot's data holds `data` bytes (asserted above), in
-        // the mapped region; the member reads them only once it sees the
-        // flag raised below, and no member reads this slot's data of an
-        // older call any more (step 1).
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                block.as_ptr(),
-                (base + at + HEADER) as *mut u8,
-                block.len(),
-            );
-        }
+        copy(head, 0);
         word(at).store(n + 1, Ordering::Release);
     }
 
@@ -426,7 +446,7 @@ impl Region {
             self.wait(world, c.op, None, |j| self.reached(oldest, j))?;
         }
         let mut late = self.review(oldest..oldest + 1);
-        let sig = &c.sig;
+        let sig = c.sig;
         let header = header(sig);
         let at = s.slot_at(n, me);
         // This PE's own slot keeps its signature, for the checks of `review`.
@@ -439,11 +459,19 @@ impl Region {
             self.push(j, at, n, &header, block);
         }
         let role = waits(sig, me);
+        // Whether a waiter fetches the data lines with the flag's.
+        let few = HEADER + sig.bytes <= PREFETCH_LINES * LINE;
         match role {
             Waits::Nobody => {}
             Waits::Root => {
                 let root = sig.root;
-                self.wait(world, c.op, Some(root), |j| s.entered(n, j).is_some())?;
+                self.wait(world, c.op, Some(root), |j| {
+                    let e = s.entered(n, j);
+                    if e.is_none() && few {
+                        s.prefetch(n, j, sig.bytes, 1);
+                    }
+                    e.is_some()
+                })?;
                 if s.entered(n, root) == Some(false) {
                     return Ok(Outcome { done: false, late });
                 }
@@ -453,7 +481,7 @@ impl Region {
                     return Err(world.error(c.op, Cause::Mismatch(text)));
                 }
                 self.saw(root, n + 1);
-                s.prefetch(n + 1, root);
+                s.prefetch(n + 1, root, sig.bytes, 0);
             }
             Waits::Everyone => {
                 let mut flat = true;
@@ -462,7 +490,12 @@ impl Region {
                         flat &= f;
                         true
                     }
-                    None => false,
+                    None => {
+                        if few {
+                            s.prefetch(n, j, sig.bytes, 1);
+                        }
+                        false
+                    }
                 })?;
                 if !flat {
                     return match self.deserted(n).check() {
@@ -601,17 +634,22 @@ impl Slots {
         self.p * LINE + (self.set(n) * self.p + sender) * self.slot
     }
 
-    /// Asks the processor to fetch the header line of `sender`'s slot for
-    /// call `n` into this core's cache: the sender may have written it
-    /// already.
-    fn prefetch(&self, n: u64, sender: usize) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch only hints; it reads nothing and cannot fault
-        // (x86-64 always has SSE). The address is in the region anyway.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                (self.heap + self.slot_at(n, sender)) as *const i8,
-            );
+    /// Asks the processor to fetch the lines of `sender`'s slot for call
+    /// `n` that hold its header and `bytes` of data, from line `first` on,
+    /// into this core's cache: the sender may have written them already.
+    /// Fetched together, they take about the time of one.
+    fn prefetch(&self, n: u64, sender: usize, bytes: usize, first: usize) {
+        let at = self.heap + self.slot_at(n, sender);
+        let end = (HEADER + bytes).min(self.slot).min(PREFETCH_LINES * LINE);
+        for off in (first * LINE..end).step_by(LINE) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: a prefetch only hints; it reads nothing and cannot
+            // fault (x86-64 always has SSE). The address is in the region.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    (at + off) as *const i8,
+                );
+            }
         }
     }
 
@@ -686,7 +724,7 @@ impl Slots {
     /// entered it: those that called it otherwise than this PE, or took it
     /// off the flat path. Returns the members still to check (none once
     /// something is wrong) and what is wrong.
-    fn review(&self, n: u64, mut unchecked: u64) -> (u64, Option<Cause>) {
+    fn review(&self, n: u64, mut unchecked: u64) -> (u64, Late) {
         let Some(mine) = self.current(n, self.me) else {
             return (0, None);
         };
@@ -713,15 +751,15 @@ impl Slots {
             unchecked &= !(1 << j);
         }
         let cause = if !differ.is_empty() {
-            Some(Cause::Mismatch(differ_text(n, &mine, &differ)))
+            Some(Box::new(Cause::Mismatch(differ_text(n, &mine, &differ))))
         } else {
             off.first().map(|j| {
-                Cause::Mismatch(format!(
+                Box::new(Cause::Mismatch(format!(
                     "PE {j} took call {n} of the world team off the flat path (non-blocking, \
                      with other arguments or with a forced algorithm; PEs {off:?} in all), where \
                      this PE called {} blocking and left it without waiting for them",
                     describe(&mine)
-                ))
+                )))
             })
         };
         (if cause.is_some() { 0 } else { unchecked }, cause)

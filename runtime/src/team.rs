@@ -433,14 +433,14 @@ impl<'w> Team<'w> {
                     let call = flat::Call {
                         op,
                         n: e.n,
-                        sig: e.sig,
+                        sig: &e.sig,
                         input: a.input,
                         output: &mut *a.output,
                         combiner: combiner.as_ref(),
                     };
                     let outcome = flat.run(w, call)?;
                     if outcome.done {
-                        return outcome.late.map_or(Ok(()), |c| Err(w.error(op, c)));
+                        return outcome.late.map_or(Ok(()), |c| Err(w.error(op, *c)));
                     }
                     late = outcome.late;
                 }
@@ -473,7 +473,7 @@ impl<'w> Team<'w> {
                 }
             }
         }
-        result.and_then(|()| late.map_or(Ok(()), |c| Err(w.error(op, c))))
+        result.and_then(|()| late.map_or(Ok(()), |c| Err(w.error(op, *c))))
     }
 
     /// Waits until every member has entered the barrier. Unlike
