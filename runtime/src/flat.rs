@@ -444,6 +444,13 @@ impl Region {
         let oldest = n.saturating_sub(ahead);
         if n >= ahead {
             self.wait(world, c.op, None, |j| self.reached(oldest, j))?;
+            // A member this PE runs ahead of is likely to have entered the
+            // next call's oldest by then: its flag is fetched meanwhile.
+            for j in (0..p).filter(|&j| j != me) {
+                if self.entered[j].load(Ordering::Relaxed) <= oldest + 1 {
+                    s.prefetch(oldest + 1, j, 0, 0);
+                }
+            }
         }
         let mut late = self.review(oldest..oldest + 1);
         let sig = c.sig;

@@ -205,8 +205,9 @@ struct Entered {
     n: u64,
     call: CallId,
     sig: Signature,
-    /// The combiner, or why the arguments are bad.
-    checked: Result<Option<Combiner>, Cause>,
+    /// Why the arguments are bad, if they are: boxed, so that a call's
+    /// bookkeeping stays in registers (see `flat::Late`).
+    checked: Result<(), Box<Cause>>,
 }
 
 /// One call's arguments, as bytes.
@@ -224,6 +225,14 @@ struct Args<'a> {
 
 fn reduction<T>(op: impl Reduction<T>) -> Option<Result<(Combiner, u32), String>> {
     Some(op.combiner().map(|c| (c, op.code())))
+}
+
+/// The combiner of a call's `reduction`, if it has a valid one.
+fn combiner(reduction: &Option<Result<(Combiner, u32), String>>) -> Option<&Combiner> {
+    match reduction {
+        Some(Ok((c, _))) => Some(c),
+        _ => None,
+    }
 }
 
 impl World {
@@ -306,7 +315,8 @@ impl<'w> Team<'w> {
         let Entered {
             call, sig, checked, ..
         } = e;
-        let checked = checked.and_then(|combiner| {
+        let checked = checked.map_err(|c| *c).and_then(|()| {
+            let combiner = combiner(&a.reduction).cloned();
             let call = Call {
                 collective: a.collective,
                 rank: self.inner.me,
@@ -370,17 +380,17 @@ impl<'w> Team<'w> {
         })
     }
 
-    /// Checks the root and the buffers' lengths; returns the combiner.
-    fn check(&self, a: &Args<'_>, p: usize) -> Result<Option<Combiner>, Cause> {
+    /// Checks the root, the buffers' lengths and the reduction.
+    fn check(&self, a: &Args<'_>, p: usize) -> Result<(), Box<Cause>> {
         let rooted = matches!(
             a.collective,
             Collective::Broadcast | Collective::Reduce | Collective::Gather | Collective::Scatter
         );
         if rooted && a.root >= p {
-            return Err(Cause::Invalid(format!(
+            return Err(Box::new(Cause::Invalid(format!(
                 "root {} is not a member of this team of {p}",
                 a.root
-            )));
+            ))));
         }
         let bytes = a.count * a.elem;
         let me = self.inner.me;
@@ -393,13 +403,13 @@ impl<'w> Team<'w> {
             _ => (0, bytes),
         };
         let short = |what: &str, have: usize, want: usize| {
-            Cause::Invalid(format!(
+            Box::new(Cause::Invalid(format!(
                 "the {what} holds {} elements where {} are needed ({} per member x {p} members \
                  or one block)",
                 have / a.elem.max(1),
                 want / a.elem.max(1),
                 a.count
-            ))
+            )))
         };
         if a.input.len() < want_in {
             return Err(short("input", a.input.len(), want_in));
@@ -411,9 +421,8 @@ impl<'w> Team<'w> {
             return Err(short("output", a.output.len(), a.input.len()));
         }
         match &a.reduction {
-            None => Ok(None),
-            Some(Ok((c, _))) => Ok(Some(c.clone())),
-            Some(Err(e)) => Err(Cause::Invalid(e.clone())),
+            Some(Err(e)) => Err(Box::new(Cause::Invalid(e.clone()))),
+            _ => Ok(()),
         }
     }
 
@@ -429,14 +438,14 @@ impl<'w> Team<'w> {
         if let Some(flat) = &self.inner.flat {
             let forced = w.config().algorithm_for(a.collective).is_some();
             match &e.checked {
-                Ok(combiner) if !forced && flat::fits(&e.sig, self.size()) => {
+                Ok(()) if !forced && flat::fits(&e.sig, self.size()) => {
                     let call = flat::Call {
                         op,
                         n: e.n,
                         sig: &e.sig,
                         input: a.input,
                         output: &mut *a.output,
-                        combiner: combiner.as_ref(),
+                        combiner: combiner(&a.reduction),
                     };
                     let outcome = flat.run(w, call)?;
                     if outcome.done {
