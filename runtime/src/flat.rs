@@ -135,19 +135,6 @@ fn slot_size(p: usize) -> usize {
     (HEADER + data_size(p)).next_multiple_of(LINE)
 }
 
-/// Whether a call of `sig` on a team of `p` members is small enough for
-/// the flat path, its signature included (a slot's two words).
-pub(crate) fn fits(sig: &Signature, p: usize) -> bool {
-    let most = match sig.collective {
-        Collective::Allgather | Collective::Alltoall => data_size(p).min(EXCHANGE_DATA),
-        _ => data_size(p),
-    };
-    sig.bytes <= most
-        && sig.bytes * p.saturating_sub(1) <= PUSH_LIMIT
-        && sig.root < 1 << 24
-        && u32::try_from(sig.elem).is_ok()
-}
-
 /// One call's arguments on the flat path.
 pub(crate) struct Call<'a> {
     pub(crate) op: &'static str,
@@ -275,6 +262,20 @@ impl Region {
             entered: std::array::from_fn(|_| AtomicU64::new(0)),
             peers,
         }
+    }
+
+    /// Whether a call of `sig` is small enough for the flat path, its
+    /// signature included (a slot's two words).
+    pub(crate) fn fits(&self, sig: &Signature) -> bool {
+        let s = &self.slots;
+        let most = match sig.collective {
+            Collective::Allgather | Collective::Alltoall => s.data.min(EXCHANGE_DATA),
+            _ => s.data,
+        };
+        sig.bytes <= most
+            && sig.bytes * (s.p - 1) <= PUSH_LIMIT
+            && sig.root < 1 << 24
+            && u32::try_from(sig.elem).is_ok()
     }
 
     /// The watch of call `n` for when it takes the general path.

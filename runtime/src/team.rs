@@ -438,7 +438,7 @@ impl<'w> Team<'w> {
         if let Some(flat) = &self.inner.flat {
             let forced = w.config().algorithm_for(a.collective).is_some();
             match &e.checked {
-                Ok(()) if !forced && flat::fits(&e.sig, self.size()) => {
+                Ok(()) if !forced && flat.fits(&e.sig) => {
                     let call = flat::Call {
                         op,
                         n: e.n,
