@@ -101,8 +101,10 @@ const SPINS: usize = 256;
 /// first or twice (overlapping vectors): into lines that another core
 /// reads, that cost a line's round trip at 128 B (a 128 B broadcast at 2
 /// ranks took 0.20 µs, and 0.12 with ascending stores; 4 KiB 0.43 and
-/// 0.36). From 32 KiB, `memcpy`'s wider stores win by about 5%.
-const FORWARD_LIMIT: usize = 16 * 1024;
+/// 0.35). Above 4 KiB `memcpy`'s wider stores win when the reader is not
+/// running at the same time (oversubscribed, 8 KiB and 16 KiB broadcasts
+/// at 4 ranks took 15-20% longer with ascending stores).
+const FORWARD_LIMIT: usize = 4 * 1024;
 /// Most lines of a slot fetched ahead of reading it. A member waiting for
 /// a slot of at most this many lines also fetches its data lines each time
 /// it finds the flag down, so that they arrive with the flag's line instead
