@@ -432,9 +432,10 @@ impl Region {
         let (head, rest) = block.split_at(block.len().min(LINE - HEADER));
         let copy = |from: &[u8], offset: usize| {
             // SAFETY: the slot's data holds `data` bytes (asserted above),
-            // in the mapped region; the member reads them only once it sees
-            // the flag raised below, and no member reads this slot's data
-            // of an older call any more (step 1).
+            // in the mapped region, 16-byte aligned at `offset` 0 or 32
+            // (slots start at lines); the member reads them only once it
+            // sees the flag raised below, and no member reads this slot's
+            // data of an older call any more (step 1).
             unsafe { copy_forward(from, (base + at + HEADER + offset) as *mut u8) }
         };
         copy(rest, head.len());
@@ -481,16 +482,21 @@ impl Region {
             self.push(j, at, n, &header, block);
         }
         let role = waits(sig, me);
-        // Whether a waiter fetches the data lines with the flag's.
+        // A waiter fetches the data lines of a small slot with the flag's.
         let few = HEADER + sig.bytes <= PREFETCH_LINES * LINE;
+        let fetch_data = |j: usize| {
+            if few {
+                s.prefetch(n, j, sig.bytes, 1);
+            }
+        };
         match role {
             Waits::Nobody => {}
             Waits::Root => {
                 let root = sig.root;
                 self.wait(world, c.op, Some(root), |j| {
                     let e = s.entered(n, j);
-                    if e.is_none() && few {
-                        s.prefetch(n, j, sig.bytes, 1);
+                    if e.is_none() {
+                        fetch_data(j);
                     }
                     e.is_some()
                 })?;
@@ -513,9 +519,7 @@ impl Region {
                         true
                     }
                     None => {
-                        if few {
-                            s.prefetch(n, j, sig.bytes, 1);
-                        }
+                        fetch_data(j);
                         false
                     }
                 })?;
@@ -802,17 +806,19 @@ impl Slots {
     }
 }
 
-/// Copies `from` into a slot at `to`, which is 16-byte aligned: blocks of
-/// up to [`FORWARD_LIMIT`] bytes in ascending order, each byte once, so
-/// that each line is taken from its reader once and in the order the reader
-/// fetches them; larger ones by `memcpy`.
+/// Copies `from` into a slot at `to`, which is 16-byte aligned (a slot's
+/// data starts 32 bytes into a line, and the part past the header's line
+/// at a line): on x86-64, blocks of up to [`FORWARD_LIMIT`] bytes in
+/// ascending order, each byte once, so that each line is taken from its
+/// reader once and in the order the reader fetches them; larger ones, and
+/// every block elsewhere, by `memcpy`.
 ///
 /// # Safety
 /// `to` must be valid for writes of `from.len()` bytes and not overlap it.
 unsafe fn copy_forward(from: &[u8], to: *mut u8) {
     debug_assert!(from.is_empty() || to as usize % 16 == 0);
     let n = from.len();
-    if n > FORWARD_LIMIT {
+    if n > FORWARD_LIMIT || !cfg!(target_arch = "x86_64") {
         // SAFETY: the caller's promise.
         unsafe { std::ptr::copy_nonoverlapping(from.as_ptr(), to, n) };
         return;
@@ -830,6 +836,7 @@ unsafe fn copy_forward(from: &[u8], to: *mut u8) {
             i += 16;
         }
     }
+    // The tail, under 16 bytes.
     while i < n {
         // SAFETY: in bounds of both.
         unsafe { std::ptr::write_volatile(to.add(i), from[i]) };
@@ -837,7 +844,8 @@ unsafe fn copy_forward(from: &[u8], to: *mut u8) {
     }
 }
 
-/// The words of a slot's signature for a call of `sig`, which [`fits`]:
+/// The words of a slot's signature for a call of `sig`, which fits
+/// ([`Region::fits`]):
 /// the collective, the root (24 bits) and the operation; the bytes and the
 /// element size (32 bits each).
 fn header(sig: &Signature) -> [u64; 2] {
