@@ -1,18 +1,24 @@
 //! Weft's counterparts of perftest's measurements, between two PEs:
-//! `weftrun --hosts a:1,b:1 verbs_pair` (`benches/compare_verbs.sh` runs it
-//! beside perftest on the same RDMA devices). Each line is
-//! `name size value`, measured the way the perftest program it is compared
-//! with measures:
+//! `weftrun --hosts a:1,b:1 verbs_pair TEST [ITERS]`
+//! (`benches/compare_verbs.sh` runs each right after the perftest program
+//! it is compared with, on the same RDMA devices). PE 0 prints one line,
+//! `TEST size median mean` for a latency (µs) or `TEST size MiB/s` for a
+//! bandwidth, measured the way that perftest program measures:
 //!
 //! - `write_lat` (ib_write_lat): a ping-pong of puts, each PE waiting for
-//!   the other's put to land before putting back; half the round trip, µs.
-//! - `write_bw` (ib_write_bw): a stream of puts, then quiet; MiB/s.
-//! - `read_lat` (ib_read_lat): one blocking get at a time; µs.
+//!   the other's put to land before putting back; half of each round trip.
+//! - `write_bw` (ib_write_bw): a stream of puts, then quiet.
+//! - `read_lat` (ib_read_lat): one blocking get at a time.
 //! - `read_bw` (ib_read_bw): a stream of gets into symmetric memory, then
-//!   quiet; MiB/s.
-//! - `atomic_lat` (ib_atomic_lat): one blocking 64-bit fetch-add; µs.
+//!   quiet.
+//! - `atomic_lat` (ib_atomic_lat): one blocking 64-bit fetch-add at a time.
 //! - `pingpong` (ibv_rc_pingpong): a tagged send answered by a send of the
-//!   same size; the round trip, µs.
+//!   same size; the round trip.
+//!
+//! Latencies are timed one iteration at a time, as perftest times them, so
+//! that the median (perftest's "typical") can be compared: under emulation
+//! a few iterations take 10-20 times the usual time, and the mean follows
+//! them.
 
 use std::time::Instant;
 
@@ -24,12 +30,25 @@ const LAT_SIZE: usize = 8;
 const BW_SIZE: usize = 64 * 1024;
 const PINGPONG_SIZE: usize = 4096;
 
+const TESTS: [&str; 6] = [
+    "write_lat",
+    "write_bw",
+    "read_lat",
+    "read_bw",
+    "atomic_lat",
+    "pingpong",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let iters: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(1000);
+    let mut args = std::env::args().skip(1);
+    let test = args.next().unwrap_or_default();
+    if !TESTS.contains(&test.as_str()) {
+        return Err(format!("usage: verbs_pair {{{}}} [ITERS]", TESTS.join("|")).into());
+    }
+    let iters: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1000);
+    if iters == 0 {
+        return Err("ITERS must be at least 1".into());
+    }
     let world = weft::init()?;
     if world.size() != 2 {
         return Err("run with exactly 2 ranks".into());
@@ -41,71 +60,84 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let word = world.alloc::<u64>(1)?;
     world.barrier_all()?;
 
-    // write_lat: iteration i puts the value i, which the other side awaits.
-    let t = Instant::now();
-    for i in 1..=iters as u64 {
-        if me == 0 {
-            flag.put(peer, 0, &[i])?;
-            flag.wait_until(0, Cmp::Eq, i)?;
-        } else {
-            flag.wait_until(0, Cmp::Eq, i)?;
-            flag.put(peer, 0, &[i])?;
+    let mut times = Vec::with_capacity(iters);
+    let mut line = None;
+    match test.as_str() {
+        "write_lat" => {
+            // Iteration i puts the value i, which the other side awaits.
+            for i in 1..=iters as u64 {
+                let t = Instant::now();
+                if me == 0 {
+                    flag.put(peer, 0, &[i])?;
+                    flag.wait_until(0, Cmp::Eq, i)?;
+                } else {
+                    flag.wait_until(0, Cmp::Eq, i)?;
+                    flag.put(peer, 0, &[i])?;
+                }
+                times.push(micros(t) / 2.0);
+            }
+            line = Some(latency(&test, LAT_SIZE, &mut times));
         }
+        "write_bw" if me == 0 => {
+            let data = vec![7u8; BW_SIZE];
+            let t = Instant::now();
+            for _ in 0..iters {
+                buf.put_nbi(peer, 0, &data)?;
+            }
+            world.quiet()?;
+            line = Some(bandwidth(&test, t, iters));
+        }
+        "read_lat" if me == 0 => {
+            let mut out = [0u8; LAT_SIZE];
+            for _ in 0..iters {
+                let t = Instant::now();
+                buf.get(peer, 0, &mut out)?;
+                times.push(micros(t));
+            }
+            line = Some(latency(&test, LAT_SIZE, &mut times));
+        }
+        "read_bw" if me == 0 => {
+            let t = Instant::now();
+            for _ in 0..iters {
+                buf.get_nbi(peer, 0, &sink, 0, BW_SIZE)?;
+            }
+            world.quiet()?;
+            line = Some(bandwidth(&test, t, iters));
+        }
+        "atomic_lat" if me == 0 => {
+            for _ in 0..iters {
+                let t = Instant::now();
+                std::hint::black_box(word.fetch_add(peer, 0, 1)?);
+                times.push(micros(t));
+            }
+            let total = word.fetch(peer, 0)?;
+            if total != iters as u64 {
+                return Err(format!("the fetch_adds left {total}, not {iters}").into());
+            }
+            line = Some(latency(&test, 8, &mut times));
+        }
+        "pingpong" => {
+            let mut msg = vec![1u8; PINGPONG_SIZE];
+            for _ in 0..iters {
+                let t = Instant::now();
+                if me == 0 {
+                    world.send(peer, Tag(1), &msg)?;
+                    world.recv(Source::Rank(peer), Tag(1), &mut msg)?;
+                } else {
+                    world.recv(Source::Rank(peer), Tag(1), &mut msg)?;
+                    world.send(peer, Tag(1), &msg)?;
+                }
+                times.push(micros(t));
+            }
+            line = Some(latency(&test, PINGPONG_SIZE, &mut times));
+        }
+        // The passive side of a one-sided test only waits in the barrier.
+        _ => {}
     }
-    let write_lat = micros(t) / iters as f64 / 2.0;
     world.barrier_all()?;
-
-    let mut rows = vec![("write_lat", LAT_SIZE, write_lat)];
     if me == 0 {
-        let data = vec![7u8; BW_SIZE];
-        let t = Instant::now();
-        for _ in 0..iters {
-            buf.put_nbi(peer, 0, &data)?;
-        }
-        world.quiet()?;
-        rows.push(("write_bw", BW_SIZE, mib_per_s(t, BW_SIZE * iters)));
-
-        let mut out = [0u8; LAT_SIZE];
-        let t = Instant::now();
-        for _ in 0..iters {
-            buf.get(peer, 0, &mut out)?;
-        }
-        rows.push(("read_lat", LAT_SIZE, micros(t) / iters as f64));
-
-        let t = Instant::now();
-        for _ in 0..iters {
-            buf.get_nbi(peer, 0, &sink, 0, BW_SIZE)?;
-        }
-        world.quiet()?;
-        rows.push(("read_bw", BW_SIZE, mib_per_s(t, BW_SIZE * iters)));
-
-        let t = Instant::now();
-        for _ in 0..iters {
-            std::hint::black_box(word.fetch_add(peer, 0, 1)?);
-        }
-        rows.push(("atomic_lat", 8, micros(t) / iters as f64));
-    }
-    world.barrier_all()?;
-
-    let mut msg = vec![1u8; PINGPONG_SIZE];
-    let t = Instant::now();
-    for _ in 0..iters {
-        if me == 0 {
-            world.send(peer, Tag(1), &msg)?;
-            world.recv(Source::Rank(peer), Tag(1), &mut msg)?;
-        } else {
-            world.recv(Source::Rank(peer), Tag(1), &mut msg)?;
-            world.send(peer, Tag(1), &msg)?;
-        }
-    }
-    rows.push(("pingpong", PINGPONG_SIZE, micros(t) / iters as f64));
-    if me == 0 {
-        let total = word.fetch(peer, 0)?;
-        if total != iters as u64 {
-            return Err(format!("the fetch_adds left {total}, not {iters}").into());
-        }
-        for (name, size, v) in rows {
-            println!("{name} {size} {v:.2}");
+        if let Some(line) = line {
+            println!("{line}");
         }
     }
     world.finalize()?;
@@ -116,6 +148,16 @@ fn micros(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e6
 }
 
-fn mib_per_s(t: Instant, bytes: usize) -> f64 {
-    bytes as f64 / t.elapsed().as_secs_f64() / (1 << 20) as f64
+/// `name size median mean`, in µs.
+fn latency(name: &str, size: usize, times: &mut [f64]) -> String {
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    format!("{name} {size} {median:.2} {mean:.2}")
+}
+
+/// `name size MiB/s` for `iters` messages of [`BW_SIZE`] bytes since `t`.
+fn bandwidth(name: &str, t: Instant, iters: usize) -> String {
+    let mib = (BW_SIZE * iters) as f64 / (1 << 20) as f64;
+    format!("{name} {BW_SIZE} {:.2}", mib / t.elapsed().as_secs_f64())
 }
