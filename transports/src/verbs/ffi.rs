@@ -44,6 +44,7 @@ pub(super) const OP_READ: u32 = 1;
 pub(super) const OP_SEND: u32 = 2;
 pub(super) const OP_FETCH_ADD: u32 = 3;
 pub(super) const OP_COMPARE_SWAP: u32 = 4;
+pub(super) const OP_SEND_IMM: u32 = 5;
 
 /// Work request flags of `struct weft_wr`.
 pub(super) const FLAG_SIGNALED: u32 = 1;
@@ -63,6 +64,8 @@ pub(super) struct WorkRequest {
     pub rkey: u32,
     pub opcode: u32,
     pub flags: u32,
+    /// The immediate data of [`OP_SEND_IMM`].
+    pub imm: u32,
 }
 
 /// `struct weft_wc`: one work completion.
@@ -73,7 +76,9 @@ pub(super) struct Completion {
     pub status: u32,
     pub byte_len: u32,
     pub qp_num: u32,
-    pub is_recv: u32,
+    /// 1 if the message carried immediate data, in `imm`.
+    pub with_imm: u32,
+    pub imm: u32,
 }
 
 /// `IBV_WC_SUCCESS`.

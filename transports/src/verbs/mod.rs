@@ -20,7 +20,11 @@
 //! outstanding; [`Transport::fence`] does the same.
 //!
 //! Messages: a message is a SEND of its 8-byte header and payload into a
-//! receive buffer of the shared receive queue, inline when small. Each PE
+//! receive buffer of the shared receive queue, inline when small. When the
+//! header's upper half is the one last sent to that peer, only the lower
+//! half goes, as the SEND's immediate data: the receiver keeps the last
+//! upper half from each peer (a queue pair delivers in order), and a
+//! 4096-byte payload then fills four 1024-byte packets, not five. Each PE
 //! grants each peer `credits` messages in flight; the receiver counts what it
 //! consumed from each peer and, every `credits / 2` messages, writes the
 //! count into the sender's area with an RDMA WRITE, so returning credits
@@ -183,6 +187,8 @@ struct Lane {
     failed: Option<Failure>,
     /// Messages sent to the peer.
     sent: u64,
+    /// The upper half of the last header sent to the peer in full.
+    sent_upper: Option<u32>,
     /// Messages from the peer delivered, and the count last reported to it.
     consumed: u64,
     reported: u64,
@@ -229,7 +235,9 @@ pub struct VerbsTransport {
     size: usize,
     state: Mutex<State>,
     /// Held by the one thread polling the receive queue.
-    poll_lock: Mutex<()>,
+    /// Held by the one thread polling for messages; holds, per source,
+    /// the upper half of the last header received from it in full.
+    poll_lock: Mutex<Vec<Option<u32>>>,
     peers: Vec<Peer>,
     qp_owner: HashMap<u32, usize>,
     heap: MemoryRegion,
@@ -321,7 +329,7 @@ impl VerbsTransport {
                 by_range: HashMap::new(),
                 deferred: None,
             }),
-            poll_lock: Mutex::new(()),
+            poll_lock: Mutex::new(vec![None; size]),
             qps,
             peers: Vec::new(),
             qp_owner: HashMap::new(),
@@ -1073,16 +1081,29 @@ impl Transport for VerbsTransport {
         {
             return Err(TransportError::WouldBlock { peer });
         }
-        let len = 8 + payload.len();
-        let mut wr = WorkRequest {
-            length: len as u32,
-            opcode: device::OP_SEND,
-            ..Default::default()
+        let upper = (header >> 32) as u32;
+        // The lower half alone, as immediate data, when the receiver knows
+        // the upper half; otherwise the whole header ahead of the payload.
+        let (head, mut wr) = if st.lanes[peer].sent_upper == Some(upper) {
+            let wr = WorkRequest {
+                opcode: device::OP_SEND_IMM,
+                imm: header as u32,
+                ..Default::default()
+            };
+            (&[][..], wr)
+        } else {
+            let wr = WorkRequest {
+                opcode: device::OP_SEND,
+                ..Default::default()
+            };
+            (&header.to_le_bytes()[..], wr)
         };
+        let len = head.len() + payload.len();
+        wr.length = len as u32;
         let mut staged = [0u8; INLINE_WANTED as usize];
         let action = if len <= self.inline_cap {
-            staged[..8].copy_from_slice(&header.to_le_bytes());
-            staged[8..len].copy_from_slice(payload);
+            staged[..head.len()].copy_from_slice(head);
+            staged[head.len()..len].copy_from_slice(payload);
             wr.local_addr = staged.as_ptr() as u64;
             wr.flags = device::FLAG_INLINE;
             Action::None
@@ -1090,17 +1111,19 @@ impl Transport for VerbsTransport {
             let slot = self.slot(&mut st)?;
             let at = self.area.slot(slot);
             // SAFETY: the slot is this request's alone and holds
-            // BOUNCE_SIZE > RECV_SIZE bytes.
+            // BOUNCE_SIZE > RECV_SIZE >= `len` bytes.
             unsafe {
-                std::ptr::copy_nonoverlapping(header.to_le_bytes().as_ptr(), at, 8);
-                std::ptr::copy_nonoverlapping(payload.as_ptr(), at.add(8), payload.len());
+                std::ptr::copy_nonoverlapping(head.as_ptr(), at, head.len());
+                std::ptr::copy_nonoverlapping(payload.as_ptr(), at.add(head.len()), payload.len());
             }
             wr.local_addr = at as u64;
             wr.lkey = self.area.keys().1;
             Action::Free(slot)
         };
         self.post(&mut st, peer, "send", wr, Mode::Quiet, action)?;
-        st.lanes[peer].sent += 1;
+        let lane = &mut st.lanes[peer];
+        lane.sent += 1;
+        lane.sent_upper = Some(upper);
         Ok(())
     }
 
@@ -1193,7 +1216,7 @@ impl Transport for VerbsTransport {
     }
 
     fn poll(&self, sink: &mut dyn FnMut(Message<'_>)) -> Result<usize, TransportError> {
-        let Some(_polling) = self.poll_lock.try_lock() else {
+        let Some(mut uppers) = self.poll_lock.try_lock() else {
             return Ok(0);
         };
         self.reap(&mut self.state.lock())?;
@@ -1212,27 +1235,44 @@ impl Transport for VerbsTransport {
             }
             let source = self.qp_owner.get(&wc.qp_num).copied();
             if wc.status == device::WC_SUCCESS && result.is_ok() {
-                match source {
-                    Some(source) if (8..=RECV_SIZE).contains(&(wc.byte_len as usize)) => {
+                if let Some(source) = source {
+                    let len = wc.byte_len as usize;
+                    let split = if len > RECV_SIZE {
+                        Err("larger than a receive buffer")
+                    } else {
                         // SAFETY: the buffer's completion was just polled
                         // and it is posted again only below.
-                        let bytes = unsafe { self.area.received(buffer, wc.byte_len as usize) };
-                        let header = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-                        sink(Message {
-                            source,
-                            header,
-                            payload: &bytes[8..],
-                        });
-                        sources[delivered] = source;
-                        delivered += 1;
+                        let bytes = unsafe { self.area.received(buffer, len) };
+                        if wc.with_imm != 0 {
+                            uppers[source]
+                                .map(|u| (u64::from(u) << 32 | u64::from(wc.imm), bytes))
+                                .ok_or("immediate data before any whole header")
+                        } else if len >= 8 {
+                            let (head, rest) = bytes.split_at(8);
+                            let header = u64::from_le_bytes(head.try_into().expect("8 bytes"));
+                            uppers[source] = Some((header >> 32) as u32);
+                            Ok((header, rest))
+                        } else {
+                            Err("shorter than a header")
+                        }
+                    };
+                    match split {
+                        Ok((header, payload)) => {
+                            sink(Message {
+                                source,
+                                header,
+                                payload,
+                            });
+                            sources[delivered] = source;
+                            delivered += 1;
+                        }
+                        Err(why) => {
+                            result = Err(TransportError::Malformed {
+                                peer: source,
+                                detail: format!("a {len}-byte message: {why}"),
+                            })
+                        }
                     }
-                    Some(source) => {
-                        result = Err(TransportError::Malformed {
-                            peer: source,
-                            detail: format!("a {}-byte message", wc.byte_len),
-                        })
-                    }
-                    None => {}
                 }
             }
             let (_, lkey, _) = self.area.keys();

@@ -8,6 +8,7 @@
  * layouts right on every rdma-core version; Rust sees only the flat
  * structures below (mirrored in ffi.rs).
  */
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -55,8 +56,10 @@ struct weft_wr {
 	uint32_t length;
 	uint32_t lkey;
 	uint32_t rkey;
-	uint32_t opcode; /* 0 write, 1 read, 2 send, 3 fetch-add, 4 compare-swap */
+	uint32_t opcode; /* 0 write, 1 read, 2 send, 3 fetch-add, 4 compare-swap,
+			  * 5 send with immediate data */
 	uint32_t flags;  /* 1 signaled, 2 inline */
+	uint32_t imm;    /* the immediate data of opcode 5, in host order */
 };
 
 /* One work completion. */
@@ -65,7 +68,8 @@ struct weft_wc {
 	uint32_t status;
 	uint32_t byte_len;
 	uint32_t qp_num;
-	uint32_t is_recv;
+	uint32_t with_imm; /* 1 if the message carried immediate data */
+	uint32_t imm;      /* that data, in host order */
 };
 
 static void say(char *err, size_t len, const char *what, int e)
@@ -453,6 +457,10 @@ int weft_post(struct ibv_qp *qp, const struct weft_wr *w)
 	case 2:
 		wr.opcode = IBV_WR_SEND;
 		break;
+	case 5:
+		wr.opcode = IBV_WR_SEND_WITH_IMM;
+		wr.imm_data = htobe32(w->imm);
+		break;
 	case 3:
 		wr.opcode = IBV_WR_ATOMIC_FETCH_AND_ADD;
 		wr.wr.atomic.remote_addr = w->remote_addr;
@@ -501,7 +509,8 @@ int weft_poll(struct weft_dev *d, int recv, struct weft_wc *out, int n)
 		out[i].status = wc[i].status;
 		out[i].byte_len = wc[i].byte_len;
 		out[i].qp_num = wc[i].qp_num;
-		out[i].is_recv = recv;
+		out[i].with_imm = (wc[i].wc_flags & IBV_WC_WITH_IMM) ? 1 : 0;
+		out[i].imm = out[i].with_imm ? be32toh(wc[i].imm_data) : 0;
 	}
 	return got;
 }
