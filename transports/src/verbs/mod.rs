@@ -234,7 +234,6 @@ pub struct VerbsTransport {
     rank: usize,
     size: usize,
     state: Mutex<State>,
-    /// Held by the one thread polling the receive queue.
     /// Held by the one thread polling for messages; holds, per source,
     /// the upper half of the last header received from it in full.
     poll_lock: Mutex<Vec<Option<u32>>>,
@@ -1084,22 +1083,20 @@ impl Transport for VerbsTransport {
         let upper = (header >> 32) as u32;
         // The lower half alone, as immediate data, when the receiver knows
         // the upper half; otherwise the whole header ahead of the payload.
-        let (head, mut wr) = if st.lanes[peer].sent_upper == Some(upper) {
-            let wr = WorkRequest {
-                opcode: device::OP_SEND_IMM,
-                imm: header as u32,
-                ..Default::default()
-            };
-            (&[][..], wr)
-        } else {
-            let wr = WorkRequest {
-                opcode: device::OP_SEND,
-                ..Default::default()
-            };
-            (&header.to_le_bytes()[..], wr)
-        };
+        let compact = st.lanes[peer].sent_upper == Some(upper);
+        let whole = header.to_le_bytes();
+        let head: &[u8] = if compact { &[] } else { &whole };
         let len = head.len() + payload.len();
-        wr.length = len as u32;
+        let mut wr = WorkRequest {
+            length: len as u32,
+            opcode: if compact {
+                device::OP_SEND_IMM
+            } else {
+                device::OP_SEND
+            },
+            imm: header as u32,
+            ..Default::default()
+        };
         let mut staged = [0u8; INLINE_WANTED as usize];
         let action = if len <= self.inline_cap {
             staged[..head.len()].copy_from_slice(head);
