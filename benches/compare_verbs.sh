@@ -75,10 +75,8 @@ for line in open(sys.argv[1]):
     side, rnd, name, rest = w[1], w[2], w[3], w[4:]
     try:
         if side == "weft":
-            # name size median mean | name size MiB/s
-            v = float(rest[1]) if name.endswith("_lat") else float(rest[-1])
-            if name == "pingpong":
-                v = float(rest[2])
+            # name size median mean (latencies, the mean for pingpong) | name size MiB/s
+            v = float(rest[2] if name == "pingpong" else rest[1])
         elif name == "pingpong":
             v = float(re.search(r"= ([0-9.]+) usec/iter", line).group(1))
         elif name.endswith("_bw"):

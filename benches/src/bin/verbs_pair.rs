@@ -61,8 +61,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     world.barrier_all()?;
 
     let mut times = Vec::with_capacity(iters);
-    let mut line = None;
-    match test.as_str() {
+    let line = match test.as_str() {
         "write_lat" => {
             // Iteration i puts the value i, which the other side awaits.
             for i in 1..=iters as u64 {
@@ -76,7 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 times.push(micros(t) / 2.0);
             }
-            line = Some(latency(&test, LAT_SIZE, &mut times));
+            Some(latency(&test, LAT_SIZE, &mut times))
         }
         "write_bw" if me == 0 => {
             let data = vec![7u8; BW_SIZE];
@@ -85,7 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 buf.put_nbi(peer, 0, &data)?;
             }
             world.quiet()?;
-            line = Some(bandwidth(&test, t, iters));
+            Some(bandwidth(&test, t, iters))
         }
         "read_lat" if me == 0 => {
             let mut out = [0u8; LAT_SIZE];
@@ -94,7 +93,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 buf.get(peer, 0, &mut out)?;
                 times.push(micros(t));
             }
-            line = Some(latency(&test, LAT_SIZE, &mut times));
+            Some(latency(&test, LAT_SIZE, &mut times))
         }
         "read_bw" if me == 0 => {
             let t = Instant::now();
@@ -102,7 +101,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 buf.get_nbi(peer, 0, &sink, 0, BW_SIZE)?;
             }
             world.quiet()?;
-            line = Some(bandwidth(&test, t, iters));
+            Some(bandwidth(&test, t, iters))
         }
         "atomic_lat" if me == 0 => {
             for _ in 0..iters {
@@ -114,7 +113,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if total != iters as u64 {
                 return Err(format!("the fetch_adds left {total}, not {iters}").into());
             }
-            line = Some(latency(&test, 8, &mut times));
+            Some(latency(&test, 8, &mut times))
         }
         "pingpong" => {
             let mut msg = vec![1u8; PINGPONG_SIZE];
@@ -129,11 +128,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 times.push(micros(t));
             }
-            line = Some(latency(&test, PINGPONG_SIZE, &mut times));
+            Some(latency(&test, PINGPONG_SIZE, &mut times))
         }
         // The passive side of a one-sided test only waits in the barrier.
-        _ => {}
-    }
+        _ => None,
+    };
     world.barrier_all()?;
     if me == 0 {
         if let Some(line) = line {

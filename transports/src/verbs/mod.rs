@@ -1240,18 +1240,7 @@ impl Transport for VerbsTransport {
                         // SAFETY: the buffer's completion was just polled
                         // and it is posted again only below.
                         let bytes = unsafe { self.area.received(buffer, len) };
-                        if wc.with_imm != 0 {
-                            uppers[source]
-                                .map(|u| (u64::from(u) << 32 | u64::from(wc.imm), bytes))
-                                .ok_or("immediate data before any whole header")
-                        } else if len >= 8 {
-                            let (head, rest) = bytes.split_at(8);
-                            let header = u64::from_le_bytes(head.try_into().expect("8 bytes"));
-                            uppers[source] = Some((header >> 32) as u32);
-                            Ok((header, rest))
-                        } else {
-                            Err("shorter than a header")
-                        }
+                        unpack(&mut uppers[source], wc, bytes)
                     };
                     match split {
                         Ok((header, payload)) => {
@@ -1292,6 +1281,28 @@ impl Transport for VerbsTransport {
         }
         result.map(|()| delivered)
     }
+}
+
+/// A received message's header and payload. `upper` is the upper half of
+/// the last whole header from its source: the header's upper half when the
+/// message carries only the lower half as immediate data, and set anew when
+/// it carries the whole header.
+fn unpack<'a>(
+    upper: &mut Option<u32>,
+    wc: &Completion,
+    bytes: &'a [u8],
+) -> Result<(u64, &'a [u8]), &'static str> {
+    if wc.with_imm != 0 {
+        let upper = upper.ok_or("immediate data before any whole header")?;
+        return Ok((u64::from(upper) << 32 | u64::from(wc.imm), bytes));
+    }
+    if bytes.len() < 8 {
+        return Err("shorter than a header");
+    }
+    let (head, payload) = bytes.split_at(8);
+    let header = u64::from_le_bytes(head.try_into().expect("8 bytes"));
+    *upper = Some((header >> 32) as u32);
+    Ok((header, payload))
 }
 
 /// The packet sequence number `from` starts with toward `to`.
