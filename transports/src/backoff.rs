@@ -41,14 +41,11 @@ impl Backoff {
         }
     }
 
-    /// Whether the waiter has reached the sleeping stage (a long wait).
-    pub fn is_sleeping(&self) -> bool {
-        self.sleeps > 0
-    }
-
     /// Waits a little longer each time: busy spins first (unless
     /// oversubscribed), then `sched_yield` for 2 ms, then sleeps that double
-    /// up to 200 µs.
+    /// up to 200 µs. Once sleeping, a waiter sleeps at every call: going
+    /// back to yielding between sleeps kept a PE that waited 2 s in a
+    /// barrier busy for a fifth of a core's time (a twentieth now).
     pub fn snooze(&mut self) {
         if let Some(nap) = self.pause() {
             std::thread::sleep(nap);
@@ -66,15 +63,17 @@ impl Backoff {
             self.step += 1;
             return None;
         }
-        self.yields = self.yields.wrapping_add(1);
-        // The yielding stage is timed from its first clock reading, taken
-        // at its first multiple of YIELDS_PER_CLOCK yields: a short wait
-        // never reads the clock.
-        let yielded_enough = self.yields % YIELDS_PER_CLOCK == 0
-            && self.yielding.get_or_insert_with(Instant::now).elapsed() >= YIELD_FOR;
-        if !yielded_enough {
-            std::thread::yield_now();
-            return None;
+        if self.sleeps == 0 {
+            self.yields = self.yields.wrapping_add(1);
+            // The yielding stage is timed from its first clock reading,
+            // taken at its first multiple of YIELDS_PER_CLOCK yields: a
+            // short wait never reads the clock.
+            let yielded_enough = self.yields % YIELDS_PER_CLOCK == 0
+                && self.yielding.get_or_insert_with(Instant::now).elapsed() >= YIELD_FOR;
+            if !yielded_enough {
+                std::thread::yield_now();
+                return None;
+            }
         }
         let doublings = self.sleeps.min(8);
         self.sleeps = self.sleeps.saturating_add(1);
