@@ -80,3 +80,43 @@ impl Backoff {
         Some(Duration::from_micros((1u64 << doublings).min(MAX_SLEEP_US)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Turns of `backoff` until it first asks for a sleep.
+    fn turns_to_sleep(backoff: &mut Backoff) -> (usize, Duration) {
+        let mut turns = 0;
+        loop {
+            turns += 1;
+            if let Some(nap) = backoff.pause() {
+                return (turns, nap);
+            }
+        }
+    }
+
+    #[test]
+    fn spins_then_yields_for_a_while_then_sleeps_at_every_turn_longer_each_time() {
+        let start = Instant::now();
+        let mut backoff = Backoff::new(false);
+        let (turns, first) = turns_to_sleep(&mut backoff);
+        assert!(start.elapsed() >= YIELD_FOR);
+        assert!(turns > SPINS as usize);
+        assert_eq!(first, Duration::from_micros(1));
+        let naps: Vec<Duration> = (0..10).map(|_| backoff.pause().expect("a sleep")).collect();
+        assert_eq!(naps[0], Duration::from_micros(2));
+        assert!(naps.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(naps[9], Duration::from_micros(MAX_SLEEP_US));
+    }
+
+    #[test]
+    fn oversubscribed_waiters_yield_from_the_first_turn() {
+        let mut spinning = Backoff::new(false);
+        let mut yielding = Backoff::new(true);
+        spinning.pause();
+        yielding.pause();
+        assert_eq!(spinning.step, 1);
+        assert_eq!((yielding.step, yielding.yields), (0, 1));
+    }
+}
