@@ -6,7 +6,8 @@
 # first VM, client in the second) runs next to Weft's counterpart
 # (benches/src/bin/verbs_pair.rs, one PE in each VM): first perftest in odd
 # rounds, first Weft in even ones. Each round gives one ratio per test; the
-# script prints their median and range, with the medians of the figures.
+# script prints their median and range, with the medians of the figures, and
+# how many packets each side's runs had to retransmit.
 #
 # usage: benches/compare_verbs.sh [REPS] [ITERS]   (default 5 rounds of 1000)
 # Soft-RoCE under software emulation: only the ratios mean anything.
@@ -45,6 +46,14 @@ pingpong|ibv_rc_pingpong -g 1 -s 4096"
 # side prints a `step` line as it starts one.
 limit=300
 server="" client="" port=18600
+# Each step also reports the retransmissions its VM's device made meanwhile
+# (Soft-RoCE's requester count, `completer_retry_err`): a lost packet that
+# only the queue pair's timer recovers stalls a run for 67 ms (perftest's
+# timeout, 14) or 268 ms (Weft's, 16).
+retries=/sys/class/infiniband/rxe0/ports/1/hw_counters/completer_retry_err
+counted() { # SIDE STEP: STEP, then a `retries` line for it
+    echo "c0=\$(cat $retries 2>/dev/null || echo 0); $2 echo \"retries $r $name $1 \$((\$(cat $retries 2>/dev/null || echo 0) - c0))\"; "
+}
 for r in $(seq "$reps"); do
     while IFS='|' read -r name cmd; do
         port=$((port + 1))
@@ -57,6 +66,7 @@ for r in $(seq "$reps"); do
         port=$((port + 1))
         ws="echo step $r $name weft; timeout $limit $bin/weftrun --hosts rxe-vm-0:1,rxe-vm-1:1 --launcher manual --port $port --secret-file $work/job.key $bin/verbs_pair $name $iters | sed 's/^/weft $r /'; "
         wc="echo step $r $name weft; timeout $limit $bin/weftrun --join rxe-vm-0:$port --secret-file $work/job.key --join-timeout $limit; "
+        ps=$(counted perftest "$ps") pc=$(counted perftest "$pc") ws=$(counted weft "$ws") wc=$(counted weft "$wc")
         if ((r % 2)); then server+="$ps$ws" client+="$pc$wc"; else server+="$ws$ps" client+="$wc$pc"; fi
     done <<<"$tests"
 done
@@ -68,8 +78,13 @@ import re, statistics, sys
 # (side, round, test) -> figure: µs (median of the iterations, or the mean
 # round trip for pingpong) or MiB/s.
 fig = {}
+# (side, test) -> retransmissions over all rounds, both VMs.
+retries = {}
 for line in open(sys.argv[1]):
     w = line.split()
+    if len(w) == 6 and w[1] == "retries" and w[5].isdigit():
+        retries[(w[4], w[3])] = retries.get((w[4], w[3]), 0) + int(w[5])
+        continue
     if len(w) < 4 or w[1] not in ("perftest", "weft"):
         continue
     side, rnd, name, rest = w[1], w[2], w[3], w[4:]
@@ -113,5 +128,8 @@ for label, key, prog, unit, bw in rows:
     print(f"| {label} | {prog} | {statistics.median(p):.1f} {unit} | {statistics.median(w):.1f} {unit} "
           f"| {statistics.median(ratios):.2f} | {min(ratios):.2f}-{max(ratios):.2f} | {goal} |")
 print(f"\n{len(rounds)} rounds; Soft-RoCE under software emulation: ratios only.")
+print("Retransmissions over all rounds (both devices), perftest / Weft: " + "; ".join(
+    f"{key} {retries.get(('perftest', key), 0)} / {retries.get(('weft', key), 0)}"
+    for _, key, _, _, _ in rows))
 sys.exit(1 if missing else 0)
 EOF
