@@ -50,9 +50,9 @@ server="" client="" port=18600
 # (Soft-RoCE's requester count, `completer_retry_err`): a lost packet that
 # only the queue pair's timer recovers stalls a run for 67 ms (perftest's
 # timeout, 14) or 268 ms (Weft's, 16).
-retries=/sys/class/infiniband/rxe0/ports/1/hw_counters/completer_retry_err
+retries="cat /sys/class/infiniband/rxe0/ports/1/hw_counters/completer_retry_err 2>/dev/null || echo 0"
 counted() { # SIDE STEP: STEP, then a `retries` line for it
-    echo "c0=\$(cat $retries 2>/dev/null || echo 0); $2 echo \"retries $r $name $1 \$((\$(cat $retries 2>/dev/null || echo 0) - c0))\"; "
+    echo "c0=\$($retries); $2 echo \"retries $r $name $1 \$((\$($retries) - c0))\"; "
 }
 for r in $(seq "$reps"); do
     while IFS='|' read -r name cmd; do
@@ -83,7 +83,8 @@ retries = {}
 for line in open(sys.argv[1]):
     w = line.split()
     if len(w) == 6 and w[1] == "retries" and w[5].isdigit():
-        retries[(w[4], w[3])] = retries.get((w[4], w[3]), 0) + int(w[5])
+        key = (w[4], w[3])
+        retries[key] = retries.get(key, 0) + int(w[5])
         continue
     if len(w) < 4 or w[1] not in ("perftest", "weft"):
         continue
