@@ -16,7 +16,7 @@ const JOB_LIMIT: Duration = Duration::from_secs(120);
 const EMULATED_JOB_LIMIT: Duration = Duration::from_secs(300);
 
 /// The time limit of one job here.
-pub fn job_limit() -> Duration {
+fn job_limit() -> Duration {
     if emulated() {
         EMULATED_JOB_LIMIT
     } else {
@@ -138,7 +138,7 @@ pub fn spread(args: &[&str]) -> Vec<String> {
 }
 
 /// Runs `weftrun ARGS...` with `env` added, feeding `stdin`; fails the test
-/// if it runs longer than [`job_limit`]. Jobs are spread over two hosts
+/// if it runs longer than its limit (120 s, 300 s under emulation). Jobs are spread over two hosts
 /// under `WEFT_TEST_HOSTS` (see [`spread`]).
 pub fn run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Job {
     let mut cmd = Command::new(weftrun());
