@@ -7,21 +7,12 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// How long any one job may take before the test fails.
-const JOB_LIMIT: Duration = Duration::from_secs(120);
-
-/// [`JOB_LIMIT`] under emulation, whose speed differs twofold from one
-/// machine to the next: six times the slowest job seen (50 s, 3 PEs on two
-/// VMs), short enough that a hang still fails within the VM's time.
-const EMULATED_JOB_LIMIT: Duration = Duration::from_secs(300);
-
-/// The time limit of one job here.
+/// How long any one job may take before the test fails: 120 s, or 300 s
+/// under emulation, whose speed differs twofold from one machine to the
+/// next (six times the slowest job seen there, 50 s for 3 PEs on two VMs;
+/// short enough that a hang still fails within the VM's time).
 fn job_limit() -> Duration {
-    if emulated() {
-        EMULATED_JOB_LIMIT
-    } else {
-        JOB_LIMIT
-    }
+    Duration::from_secs(if emulated() { 300 } else { 120 })
 }
 
 /// Whether the suite runs under software emulation (`WEFT_TEST_EMULATED`,
@@ -138,8 +129,8 @@ pub fn spread(args: &[&str]) -> Vec<String> {
 }
 
 /// Runs `weftrun ARGS...` with `env` added, feeding `stdin`; fails the test
-/// if it runs longer than its limit (120 s, 300 s under emulation). Jobs are spread over two hosts
-/// under `WEFT_TEST_HOSTS` (see [`spread`]).
+/// if it runs longer than its limit (120 s, 300 s under emulation). Jobs
+/// are spread over two hosts under `WEFT_TEST_HOSTS` (see [`spread`]).
 pub fn run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Job {
     let mut cmd = Command::new(weftrun());
     cmd.args(spread(args))
@@ -168,17 +159,18 @@ pub fn run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Job {
         std::thread::sleep(Duration::from_millis(20));
     }
     let out = waiter.join().expect("waiter").expect("weftrun output");
+    let elapsed = start.elapsed();
     if emulated() {
         // Under emulation jobs run far slower; each one's time is printed
         // (seen with --nocapture) to show how near it came to the limit.
-        eprintln!("job took {:.1?}: weftrun {args:?}", start.elapsed());
+        eprintln!("job took {elapsed:.1?}: weftrun {args:?}");
     }
     Job {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         pid,
-        elapsed: start.elapsed(),
+        elapsed,
     }
 }
 
