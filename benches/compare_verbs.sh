@@ -9,11 +9,19 @@
 # script prints their median and range, with the medians of the figures, and
 # how many packets each side's runs had to retransmit.
 #
-# usage: benches/compare_verbs.sh [REPS] [ITERS]   (default 5 rounds of 1000)
+# Before every step the two sides meet (a TCP handshake on a port of the
+# step's own, waiting up to the step's time limit), so a step that fails on
+# one side costs that step only: the other side cannot be left retrying
+# while the first moves on.
+#
+# usage: benches/compare_verbs.sh [REPS] [ITERS] [TEST...]
+#   (default 5 rounds of 1000 iterations of every test; TEST names a row:
+#   write_lat write_bw read_lat read_bw atomic_lat pingpong)
 # Soft-RoCE under software emulation: only the ratios mean anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-5} iters=${2:-1000}
+shift $(($# < 2 ? $# : 2))
 scripts/setup-debian.sh --verbs
 scripts/rxe-vm setup
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/verbs}
@@ -37,6 +45,14 @@ read_lat|ib_read_lat -s 8
 read_bw|ib_read_bw -s 65536
 atomic_lat|ib_atomic_lat
 pingpong|ibv_rc_pingpong -g 1 -s 4096"
+if (($#)); then
+    picked=""
+    for t in "$@"; do
+        line=$(grep "^$t|" <<<"$tests") || { echo "unknown test $t" >&2; exit 2; }
+        picked+="$line"$'\n'
+    done
+    tests=${picked%$'\n'}
+fi
 # One CPU per VM: under Soft-RoCE the NIC's work runs on the CPU that takes
 # its interrupts, so with two, a program's latency depended on which CPU it
 # ran on (weftrun binds a rank to the first core; perftest floats), and the
@@ -58,12 +74,40 @@ retries="cat /sys/class/infiniband/rxe0/ports/1/hw_counters/completer_retry_err 
 counted() { # SIDE STEP: STEP, then a `retries` line for it
     echo "c0=\$($retries); $2 echo \"retries $r $name $1 \$((\$($retries) - c0))\"; "
 }
+# The handshake: the server listens, the client connects (retrying until
+# the server is up); either gives up after LIMIT seconds (twice a step's
+# limit) and says so.
+cat >"$work/meet.py" <<'EOF'
+import socket, sys, time
+role, host, port, limit = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+end = time.monotonic() + limit
+try:
+    if role == "server":
+        with socket.create_server(("", port)) as s:
+            s.settimeout(limit)
+            c, _ = s.accept()
+            c.sendall(b"go")
+            c.close()
+    else:
+        while True:
+            try:
+                with socket.create_connection((host, port), timeout=5) as c:
+                    if c.recv(2) == b"go":
+                        break
+            except OSError:
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.2)
+except OSError as e:
+    print(f"meet on port {port} failed: {e}")
+EOF
+meet="python3 $work/meet.py"
 for r in $(seq "$reps"); do
     while IFS='|' read -r name cmd; do
         port=$((port + 1))
         case $cmd in ibv_*) opts="-d rxe0 -p $port -n $iters" ;; *) opts="-d rxe0 -x 1 -F -p $port -n $iters" ;; esac
         ps="echo step $r $name perftest; timeout $limit $cmd $opts >/dev/null 2>&1 || echo 'server $name failed'; "
-        pc="echo step $r $name perftest; ok=0; end=\$((\$(date +%s) + $limit)); while [ \$(date +%s) -lt \$end ]; do
+        pc="echo step $r $name perftest; ok=0; end=\$((\$(date +%s) + 60)); while [ \$(date +%s) -lt \$end ]; do
             if timeout $limit $cmd $opts rxe-vm-0 >/tmp/out 2>&1; then ok=1; break; fi; sleep 0.5; done
             if [ \$ok = 1 ]; then awk '/usec\\/iter/ || (\$1 ~ /^[0-9]+\$/ && NF >= 5) {print \"perftest $r $name\", \$0}' /tmp/out;
             else echo 'client $name failed:'; tail -5 /tmp/out; fi; "
@@ -71,14 +115,17 @@ for r in $(seq "$reps"); do
         ws="echo step $r $name weft; WEFT_SYMMETRIC_SIZE=$heap timeout $limit $bin/weftrun --hosts rxe-vm-0:1,rxe-vm-1:1 --launcher manual --port $port --secret-file $work/job.key $bin/verbs_pair $name $iters | sed 's/^/weft $r /'; "
         wc="echo step $r $name weft; timeout $limit $bin/weftrun --join rxe-vm-0:$port --secret-file $work/job.key --join-timeout $limit; "
         ps=$(counted perftest "$ps") pc=$(counted perftest "$pc") ws=$(counted weft "$ws") wc=$(counted weft "$wc")
+        ps="$meet server - $((port + 1000)) $((limit * 2)); $ps" pc="$meet client rxe-vm-0 $((port + 1000)) $((limit * 2)); $pc"
+        ws="$meet server - $((port + 2000)) $((limit * 2)); $ws" wc="$meet client rxe-vm-0 $((port + 2000)) $((limit * 2)); $wc"
         if ((r % 2)); then server+="$ps$ws" client+="$pc$wc"; else server+="$ws$ps" client+="$wc$pc"; fi
     done <<<"$tests"
 done
 
 scripts/rxe-vm pair --cpus 1 --mem 2048 --timeout $((limit * 12 * reps + 300)) -- "$server" -- "$client" | tee "$work/raw"
 
-python3 - "$work/raw" <<'EOF'
+python3 - "$work/raw" $(cut -d'|' -f1 <<<"$tests") <<'EOF'
 import re, statistics, sys
+picked = sys.argv[2:]
 # (side, round, test) -> figure: µs (median of the iterations, or the mean
 # round trip for pingpong) or MiB/s.
 fig = {}
@@ -120,6 +167,7 @@ rounds = sorted({r for (_, r, _) in fig}, key=int)
 print("| Weft operation | perftest | perftest | Weft | Weft / perftest (median of rounds) | range | goal |")
 print("|---|---|---|---|---|---|---|")
 missing = False
+rows = [row for row in rows if row[1] in picked]
 for label, key, prog, unit, bw in rows:
     both = [r for r in rounds if ("perftest", r, key) in fig and ("weft", r, key) in fig]
     if not both:
