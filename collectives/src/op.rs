@@ -162,6 +162,41 @@ macro_rules! float_elements {
 
 float_elements!(f32 => F32, f64 => F64);
 
+/// `acc[i] = f(acc[i], other[i])`, or `f(other[i], acc[i])` when
+/// `other_left`: the loop the compiler vectorizes.
+#[inline(always)]
+fn zip_apply<T: Copy>(acc: &mut [T], other: &[T], other_left: bool, f: impl Fn(T, T) -> T) {
+    if other_left {
+        acc.iter_mut().zip(other).for_each(|(x, y)| *x = f(*y, *x));
+    } else {
+        acc.iter_mut().zip(other).for_each(|(x, y)| *x = f(*x, *y));
+    }
+}
+
+/// [`zip_apply`] compiled for AVX2: twice the width of the SSE2 that
+/// x86-64 code may assume. Element by element, each result is the same
+/// IEEE operation on the same operands as in the narrower loop, so results
+/// stay bit-identical between PEs whether their CPUs have AVX2 or not. (A
+/// sum of two 256 KiB vectors of f64 in cache: 22 µs with SSE2, 12 µs with
+/// AVX2, AVX-512 no faster.)
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn zip_apply_avx2<T: Copy>(acc: &mut [T], other: &[T], other_left: bool, f: impl Fn(T, T) -> T) {
+    zip_apply(acc, other, other_left, f);
+}
+
+/// [`zip_apply`] with the widest vectors this CPU has.
+#[inline(always)]
+fn elementwise<T: Copy>(acc: &mut [T], other: &[T], other_left: bool, f: impl Fn(T, T) -> T) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        unsafe { zip_apply_avx2(acc, other, other_left, f) };
+        return;
+    }
+    zip_apply(acc, other, other_left, f);
+}
+
 /// One loop per operation, so that the compiler vectorizes each.
 fn combine_typed<T: Arith + Pod>(op: ReduceOp, acc: &mut [u8], other: &[u8], other_left: bool) {
     macro_rules! each {
@@ -171,13 +206,7 @@ fn combine_typed<T: Arith + Pod>(op: ReduceOp, acc: &mut [u8], other: &[u8], oth
                 bytemuck::try_cast_slice_mut::<u8, T>(acc),
                 bytemuck::try_cast_slice::<u8, T>(other),
             ) {
-                (Ok(a), Ok(b)) => {
-                    if other_left {
-                        a.iter_mut().zip(b).for_each(|(x, y)| *x = f(*y, *x));
-                    } else {
-                        a.iter_mut().zip(b).for_each(|(x, y)| *x = f(*x, *y));
-                    }
-                }
+                (Ok(a), Ok(b)) => elementwise(a, b, other_left, f),
                 _ => {
                     let n = std::mem::size_of::<T>();
                     for (x, y) in acc.chunks_exact_mut(n).zip(other.chunks_exact(n)) {
@@ -386,6 +415,71 @@ mod tests {
         other[1..9].copy_from_slice(&7u64.to_ne_bytes());
         c.combine(&mut acc[1..9], &other[1..9], false);
         assert_eq!(acc[1..9], 12u64.to_ne_bytes());
+    }
+
+    /// The widest loop this CPU runs and the narrow one give the same
+    /// bits, for the awkward values of floating point as well.
+    #[test]
+    fn vector_width_does_not_change_a_bit() {
+        let odd = [
+            0.0,
+            -0.0,
+            1.5,
+            -2.25,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MIN_POSITIVE / 4.0,
+            f64::MAX,
+            1e-300,
+            -7.0,
+            3.0,
+        ];
+        // Every pair of the values, long enough for the vector loops.
+        let left: Vec<f64> = (0..odd.len() * odd.len())
+            .map(|i| odd[i / odd.len()])
+            .collect();
+        let right: Vec<f64> = (0..odd.len() * odd.len())
+            .map(|i| odd[i % odd.len()])
+            .collect();
+        let ops = [
+            ReduceOp::Sum,
+            ReduceOp::Prod,
+            ReduceOp::Min,
+            ReduceOp::Max,
+            ReduceOp::LogicalAnd,
+            ReduceOp::LogicalOr,
+        ];
+        for op in ops {
+            for other_left in [false, true] {
+                let f = |a, b| f64::apply(op, a, b);
+                let mut narrow = left.clone();
+                zip_apply(&mut narrow, &right, other_left, f);
+                let mut wide = left.clone();
+                elementwise(&mut wide, &right, other_left, f);
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&narrow),
+                    bits(&wide),
+                    "{op:?}, other_left {other_left}"
+                );
+                let (l32, r32): (Vec<f32>, Vec<f32>) = left
+                    .iter()
+                    .zip(&right)
+                    .map(|(&a, &b)| (a as f32, b as f32))
+                    .unzip();
+                let f = |a, b| f32::apply(op, a, b);
+                let (mut narrow, mut wide) = (l32.clone(), l32);
+                zip_apply(&mut narrow, &r32, other_left, f);
+                elementwise(&mut wide, &r32, other_left, f);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&narrow),
+                    bits(&wide),
+                    "{op:?} f32, other_left {other_left}"
+                );
+            }
+        }
     }
 
     #[test]
