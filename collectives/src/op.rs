@@ -450,36 +450,47 @@ mod tests {
             ReduceOp::LogicalAnd,
             ReduceOp::LogicalOr,
         ];
-        for op in ops {
-            for other_left in [false, true] {
-                let f = |a, b| f64::apply(op, a, b);
-                let mut narrow = left.clone();
-                zip_apply(&mut narrow, &right, other_left, f);
-                let mut wide = left.clone();
-                elementwise(&mut wide, &right, other_left, f);
-                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(
-                    bits(&narrow),
-                    bits(&wide),
-                    "{op:?}, other_left {other_left}"
-                );
-                let (l32, r32): (Vec<f32>, Vec<f32>) = left
-                    .iter()
-                    .zip(&right)
-                    .map(|(&a, &b)| (a as f32, b as f32))
-                    .unzip();
-                let f = |a, b| f32::apply(op, a, b);
-                let (mut narrow, mut wide) = (l32.clone(), l32);
-                zip_apply(&mut narrow, &r32, other_left, f);
-                elementwise(&mut wide, &r32, other_left, f);
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(
-                    bits(&narrow),
-                    bits(&wide),
-                    "{op:?} f32, other_left {other_left}"
-                );
+        let (l32, r32): (Vec<f32>, Vec<f32>) = left
+            .iter()
+            .zip(&right)
+            .map(|(&a, &b)| (a as f32, b as f32))
+            .unzip();
+        // Integers from the same values (saturated), with their own operations.
+        let (li, ri): (Vec<i32>, Vec<i32>) = left
+            .iter()
+            .zip(&right)
+            .map(|(&a, &b)| (a as i32, b as i32))
+            .unzip();
+        let bitwise = [ReduceOp::BitAnd, ReduceOp::BitOr, ReduceOp::BitXor];
+        for other_left in [false, true] {
+            for op in ops {
+                both_widths(op, &left, &right, other_left);
+                both_widths(op, &l32, &r32, other_left);
+            }
+            for op in ops.into_iter().chain(bitwise) {
+                both_widths(op, &li, &ri, other_left);
             }
         }
+    }
+
+    /// Applies `op` by the narrow loop and by the widest one, and compares
+    /// the results' bytes.
+    fn both_widths<T: Arith + Pod + std::fmt::Debug>(
+        op: ReduceOp,
+        left: &[T],
+        right: &[T],
+        other_left: bool,
+    ) {
+        let f = |a, b| T::apply(op, a, b);
+        let (mut narrow, mut wide) = (left.to_vec(), left.to_vec());
+        zip_apply(&mut narrow, right, other_left, f);
+        elementwise(&mut wide, right, other_left, f);
+        assert_eq!(
+            bytemuck::cast_slice::<T, u8>(&narrow),
+            bytemuck::cast_slice::<T, u8>(&wide),
+            "{op:?} on {}, other_left {other_left}",
+            std::any::type_name::<T>()
+        );
     }
 
     #[test]
