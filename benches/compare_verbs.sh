@@ -10,9 +10,9 @@
 # how many packets each side's runs had to retransmit.
 #
 # Before every step the two sides meet (a TCP handshake on a port of the
-# step's own, waiting up to the step's time limit), so a step that fails on
-# one side costs that step only: the other side cannot be left retrying
-# while the first moves on.
+# step's own, waiting up to twice the step's time limit), so a step that
+# fails on one side costs that step only: the other side cannot be left
+# retrying while the first moves on.
 #
 # usage: benches/compare_verbs.sh [REPS] [ITERS] [TEST...]
 #   (default 5 rounds of 1000 iterations of every test; TEST names a row:
@@ -101,22 +101,28 @@ try:
 except OSError as e:
     print(f"meet on port {port} failed: {e}")
 EOF
-meet="python3 $work/meet.py"
+met() { # SIDE PORT STEP: the meeting on PORT, then STEP
+    case $1 in server) echo "python3 $work/meet.py server - $2 $((limit * 2)); $3" ;;
+    *) echo "python3 $work/meet.py client rxe-vm-0 $2 $((limit * 2)); $3" ;; esac
+}
+# How long a perftest client retries after the meeting, while its server starts.
+retry=60
 for r in $(seq "$reps"); do
     while IFS='|' read -r name cmd; do
         port=$((port + 1))
         case $cmd in ibv_*) opts="-d rxe0 -p $port -n $iters" ;; *) opts="-d rxe0 -x 1 -F -p $port -n $iters" ;; esac
         ps="echo step $r $name perftest; timeout $limit $cmd $opts >/dev/null 2>&1 || echo 'server $name failed'; "
-        pc="echo step $r $name perftest; ok=0; end=\$((\$(date +%s) + 60)); while [ \$(date +%s) -lt \$end ]; do
+        pc="echo step $r $name perftest; ok=0; end=\$((\$(date +%s) + $retry)); while [ \$(date +%s) -lt \$end ]; do
             if timeout $limit $cmd $opts rxe-vm-0 >/tmp/out 2>&1; then ok=1; break; fi; sleep 0.5; done
             if [ \$ok = 1 ]; then awk '/usec\\/iter/ || (\$1 ~ /^[0-9]+\$/ && NF >= 5) {print \"perftest $r $name\", \$0}' /tmp/out;
             else echo 'client $name failed:'; tail -5 /tmp/out; fi; "
         port=$((port + 1))
         ws="echo step $r $name weft; WEFT_SYMMETRIC_SIZE=$heap timeout $limit $bin/weftrun --hosts rxe-vm-0:1,rxe-vm-1:1 --launcher manual --port $port --secret-file $work/job.key $bin/verbs_pair $name $iters | sed 's/^/weft $r /'; "
         wc="echo step $r $name weft; timeout $limit $bin/weftrun --join rxe-vm-0:$port --secret-file $work/job.key --join-timeout $limit; "
-        ps=$(counted perftest "$ps") pc=$(counted perftest "$pc") ws=$(counted weft "$ws") wc=$(counted weft "$wc")
-        ps="$meet server - $((port + 1000)) $((limit * 2)); $ps" pc="$meet client rxe-vm-0 $((port + 1000)) $((limit * 2)); $pc"
-        ws="$meet server - $((port + 2000)) $((limit * 2)); $ws" wc="$meet client rxe-vm-0 $((port + 2000)) $((limit * 2)); $wc"
+        ps=$(met server $((port + 1000)) "$(counted perftest "$ps")")
+        pc=$(met client $((port + 1000)) "$(counted perftest "$pc")")
+        ws=$(met server $((port + 2000)) "$(counted weft "$ws")")
+        wc=$(met client $((port + 2000)) "$(counted weft "$wc")")
         if ((r % 2)); then server+="$ps$ws" client+="$pc$wc"; else server+="$ws$ps" client+="$wc$pc"; fi
     done <<<"$tests"
 done
