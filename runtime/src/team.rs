@@ -38,7 +38,7 @@ use crate::config::collective_variable;
 use crate::error::{Cause, Result};
 use crate::flat;
 use crate::p2p::{Request, Scope};
-use crate::progress::coll::{CallId, CollRun, CTX_SEQ_BITS, SEQ_MASK};
+use crate::progress::coll::{describe, CallId, CollRun, CTX_SEQ_BITS, SEQ_MASK};
 use crate::progress::Watch;
 use crate::World;
 
@@ -426,9 +426,64 @@ impl<'w> Team<'w> {
         }
     }
 
-    /// Runs a call to completion: small calls of a team with a flat path
-    /// take it unless a member does not, the others the general path.
-    fn run(&self, a: Args<'_>) -> Result<()> {
+    /// Runs call `e` on the flat path in `parts`, each under a number of
+    /// its own: the call's, then the next ones. Done unless its first part
+    /// found a member on the general path; this PE then follows it there,
+    /// under the call's number alone.
+    fn run_flat(
+        &self,
+        flat: &flat::Region,
+        a: &mut Args<'_>,
+        e: &Entered,
+        parts: flat::Parts,
+    ) -> Result<flat::Outcome> {
+        let w = self.world;
+        let mut late = None;
+        for k in 0..parts.count {
+            let n = e.n + k as u64;
+            if k > 0 {
+                self.inner.calls.store(n + 1, Ordering::Relaxed);
+            }
+            let range = parts.range(k);
+            let bytes = range.len();
+            let call = flat::Call {
+                op: a.op,
+                n,
+                sig: &e.sig,
+                part: k,
+                bytes,
+                input: a.input,
+                // A call in parts is in place: each part is its piece of
+                // the output. One in one part may need the whole output
+                // (allgather, alltoall).
+                output: if parts.count == 1 {
+                    &mut *a.output
+                } else {
+                    &mut a.output[range]
+                },
+                combiner: combiner(&a.reduction),
+            };
+            let outcome = flat.run(w, call)?;
+            late = late.or(outcome.late);
+            if !outcome.done && k > 0 {
+                let text = format!(
+                    "a member took call {n} of the world team, part {k} of this PE's {}, off \
+                     the flat path: it counted this team's calls otherwise",
+                    describe(&e.sig)
+                );
+                return Err(w.error(a.op, Cause::Mismatch(text)));
+            }
+            if !outcome.done {
+                return Ok(flat::Outcome { done: false, late });
+            }
+        }
+        Ok(flat::Outcome { done: true, late })
+    }
+
+    /// Runs a call to completion: calls of a team with a flat path that
+    /// fit it take it unless a member does not, the others the general
+    /// path.
+    fn run(&self, mut a: Args<'_>) -> Result<()> {
         let op = a.op;
         let w = self.world;
         let e = self.enter(&a)?;
@@ -437,23 +492,19 @@ impl<'w> Team<'w> {
         let mut late = None;
         if let Some(flat) = &self.inner.flat {
             let forced = w.config().algorithm_for(a.collective).is_some();
-            match &e.checked {
-                Ok(()) if !forced && flat.fits(&e.sig) => {
-                    let call = flat::Call {
-                        op,
-                        n: e.n,
-                        sig: &e.sig,
-                        input: a.input,
-                        output: &mut *a.output,
-                        combiner: combiner(&a.reduction),
-                    };
-                    let outcome = flat.run(w, call)?;
+            let parts = match &e.checked {
+                Ok(()) if !forced => flat.parts(&e.sig, w.engine().oversubscribed()),
+                _ => None,
+            };
+            match parts {
+                Some(parts) => {
+                    let outcome = self.run_flat(flat, &mut a, &e, parts)?;
                     if outcome.done {
                         return outcome.late.map_or(Ok(()), |c| Err(w.error(op, *c)));
                     }
                     late = outcome.late;
                 }
-                _ => {
+                None => {
                     late = flat.recent(e.n);
                     flat.post(w, op, e.n)?;
                 }

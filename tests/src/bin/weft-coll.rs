@@ -194,7 +194,8 @@ fn check_team(name: &str, team: &Team<'_>) -> Check {
     every_op(team, |v| v as usize)?;
     every_op(team, |v| v as f32)?;
     every_op(team, f64::from)?;
-    matrices(team)
+    matrices(team)?;
+    affine(team)
 }
 
 /// Member-wise sum of members `0..k`'s data.
@@ -288,6 +289,51 @@ fn matrices(team: &Team<'_>) -> Check {
     let mut d: Vec<Mat> = (0..3).map(|i| mat(r, i)).collect();
     w(team.scan(&mut d, &op))?;
     ensure(d == prefix(r + 1), || "scan of a user operation".into())
+}
+
+/// An affine map x -> a x + b (mod 2^64) and a running sum, 24 bytes:
+/// a size that no power of two is a multiple of.
+type Affine = [u64; 3];
+
+/// `f` then `g`: associative, not commutative.
+fn then(f: &Affine, g: &Affine) -> Affine {
+    [
+        f[0].wrapping_mul(g[0]),
+        f[1].wrapping_mul(g[0]).wrapping_add(g[1]),
+        f[2].wrapping_add(g[2]),
+    ]
+}
+
+/// A large reduce and allreduce of a non-commutative user operation on
+/// 24-byte elements, which the world team's flat path runs in parts of
+/// whole elements, folding members in order in each.
+fn affine(team: &Team<'_>) -> Check {
+    let (r, p) = (team.rank(), team.size());
+    let op = UserOp::new(false, then);
+    let forced = team.world().config().algorithm_for(Collective::Allreduce);
+    if forced.is_some_and(|a| a.needs_commutative()) {
+        return Ok(());
+    }
+    let count = if emulated() { 3000 } else { 30_000 };
+    let map = |m: usize, i: usize| -> Affine {
+        let v = value(m as u64, m, i);
+        [v | 1, v >> 7, v]
+    };
+    let mine = || (0..count).map(|i| map(r, i)).collect::<Vec<_>>();
+    let want: Vec<Affine> = (0..count)
+        .map(|i| (1..p).fold(map(0, i), |a, m| then(&a, &map(m, i))))
+        .collect();
+    let mut d = mine();
+    w(team.allreduce(&mut d, &op))?;
+    ensure(d == want, || format!("allreduce of {count} affine maps"))?;
+    for root in [0, p - 1] {
+        let mut d = mine();
+        w(team.reduce(root, &mut d, &op))?;
+        ensure(d == if r == root { want.clone() } else { mine() }, || {
+            format!("reduce of {count} affine maps to {root}")
+        })?;
+    }
+    Ok(())
 }
 
 /// Non-blocking collectives on three teams at once, completed in an order
@@ -394,15 +440,37 @@ fn mismatch_count(world: &World) -> Check {
     expect_cause(t.allreduce(&mut d, ReduceOp::Sum), "allreduce", mismatch)?;
     let mut d = [1u64];
     w(t.allreduce(&mut d, ReduceOp::Sum))?;
+    ensure(d[0] == n as u64, || format!("allreduce after: {}", d[0]))?;
+    // Two counts that the world team's flat path runs in different numbers
+    // of parts: the members agree on the call before its second part, so
+    // that they go on counting calls alike.
+    let count = if me == n - 1 { 20_000 } else { 12_000 };
+    let mut d = vec![1u64; count];
+    expect_cause(t.allreduce(&mut d, ReduceOp::Sum), "allreduce", mismatch)?;
+    let mut d = vec![1u64; count];
+    expect_cause(t.reduce(0, &mut d, ReduceOp::Sum), "reduce", mismatch)?;
+    let mut d = [1u64];
+    w(t.allreduce(&mut d, ReduceOp::Sum))?;
     ensure(d[0] == n as u64, || format!("allreduce after: {}", d[0]))
 }
 
 /// PE 0 starts a non-blocking allreduce where the others call the
-/// blocking one: the call matches and is right everywhere.
+/// blocking one: the call matches and is right everywhere, whole or in
+/// parts on the world team's flat path. So does a reduce in parts whose
+/// root starts it non-blocking: its members agree on the call first.
 fn mixed(world: &World) -> Check {
     let (me, n) = (world.rank(), world.size());
     let t = world.team();
-    for count in [1, 3000] {
+    let mut d = data(9, me, 20_000);
+    if me == 0 {
+        w(world.scope(|s| s.ireduce(&t, 0, &mut d, ReduceOp::Sum)?.wait().map(drop)))?;
+    } else {
+        w(t.reduce(0, &mut d, ReduceOp::Sum))?;
+    }
+    ensure(me != 0 || d == sum_of(9, n, 20_000), || {
+        "mixed reduce of 20000".to_string()
+    })?;
+    for count in [1, 3000, 20_000] {
         let mut d = data(7, me, count);
         if me == 0 {
             w(world.scope(|s| s.iallreduce(&t, &mut d, ReduceOp::Sum)?.wait().map(drop)))?;
