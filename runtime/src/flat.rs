@@ -68,9 +68,10 @@ use crate::progress::Watch;
 use crate::World;
 
 thread_local! {
-    /// A member's copy of its operand while a reduction on the flat path
-    /// overwrites its output, kept so that calls allocate nothing.
-    static OPERAND: std::cell::Cell<Vec<u64>> = const { std::cell::Cell::new(Vec::new()) };
+    /// A member's fold of the members before it, for a reduction on the
+    /// flat path that folds it left of its own operand, kept so that calls
+    /// allocate nothing.
+    static PREFIX: std::cell::Cell<Vec<u64>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Most members of a team on the flat path (the region grows with them).
@@ -683,31 +684,46 @@ impl Region {
                     Collective::Exscan => me,
                     _ => p,
                 };
-                let scatter = c.sig.collective == Collective::ReduceScatter;
-                // In place (this member's operand is its output) when the
-                // fold starts with it; else a copy of it, made before the
-                // fold overwrites the output, in this thread's kept buffer
-                // (taken, so that a nested call only allocates its own).
-                let in_place = me == 0 && !scatter;
-                let mut saved = OPERAND.take();
-                let own: &[u8] = if me >= upto || in_place {
-                    &[]
-                } else if scatter {
-                    &c.input[me * b..(me + 1) * b]
-                } else {
-                    saved.resize(saved.len().max(b.div_ceil(8)), 0);
-                    let copy = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut saved)[..b];
-                    copy.copy_from_slice(&c.output[..b]);
-                    copy
-                };
                 let out = &mut c.output[..b];
-                if !in_place {
+                if c.sig.collective == Collective::ReduceScatter {
+                    // This member's operand is its block of the input.
+                    let own = &c.input[me * b..(me + 1) * b];
                     out.copy_from_slice(if me == 0 { own } else { slot(0) });
+                    for j in 1..p {
+                        comb.combine(out, if j == me { own } else { slot(j) }, false);
+                    }
+                } else if me == 0 || me >= upto {
+                    // The fold starts with this member's operand, in place
+                    // in its output, or leaves it out (exscan).
+                    if me != 0 {
+                        out.copy_from_slice(slot(0));
+                    }
+                    for j in 1..upto {
+                        comb.combine(out, slot(j), false);
+                    }
+                } else {
+                    // The members before this one, folded, go left of its
+                    // operand, in place: member 0's slot as it is, or their
+                    // fold in this thread's kept buffer (taken, so that a
+                    // nested call only allocates its own).
+                    let mut saved = PREFIX.take();
+                    let before: &[u8] = if me == 1 {
+                        slot(0)
+                    } else {
+                        saved.resize(saved.len().max(b.div_ceil(8)), 0);
+                        let acc = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut saved)[..b];
+                        acc.copy_from_slice(slot(0));
+                        for j in 1..me {
+                            comb.combine(acc, slot(j), false);
+                        }
+                        acc
+                    };
+                    comb.combine(out, before, true);
+                    for j in me + 1..upto {
+                        comb.combine(out, slot(j), false);
+                    }
+                    PREFIX.set(saved);
                 }
-                for j in 1..upto {
-                    comb.combine(out, if j == me { own } else { slot(j) }, false);
-                }
-                OPERAND.set(saved);
             }
         }
     }
