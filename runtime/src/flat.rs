@@ -91,10 +91,14 @@ const PUSH_LIMIT: usize = 96 * 1024;
 /// Largest vector of a reduce or allreduce that runs on the flat path in
 /// parts when it does not fit a slot...
 const PARTS_LIMIT: usize = 1 << 20;
+/// ...of a broadcast, when the PEs outnumber the cores (at 4 PEs on 2
+/// cores a 512 KiB broadcast took 169 µs in parts, 158 µs whole)...
+const CROWDED_BROADCAST_LIMIT: usize = 256 << 10;
 /// ...and most bytes of the others' parts one member folds in such a call
-/// (at the root of a reduce, every member in an allreduce): the general
-/// path's trees and rings fold fewer in larger teams.
-const PARTS_INFLOW: usize = 3 << 20;
+/// (at the root of a reduce, every member in an allreduce), or writes (the
+/// root of a broadcast): the general path's trees and rings move fewer
+/// through one member in larger teams.
+const PARTS_THROUGH_ONE: usize = 3 << 20;
 const LINE: usize = 64;
 const PAGE: usize = 4096;
 /// Where a slot's call word is: the number of the call it holds, written
@@ -314,16 +318,23 @@ impl Region {
     }
 
     /// How a call of `sig` runs on the flat path, if it does: in one part
-    /// when its blocks fit a slot; a larger reduce, or allreduce unless the
-    /// PEs are `crowded` (more than the cores), in parts of whole elements
-    /// that do, each a call of its own number (an element's result depends
-    /// on that element alone), up to [`PARTS_LIMIT`] and [`PARTS_INFLOW`].
-    /// Broadcasts stay whole: the flat path copies their data twice, the
-    /// general one once, by cross-memory attach (at 2 PEs a 256 KiB
-    /// broadcast took 27 µs in parts, 22 µs whole). Each part of an
-    /// allreduce waits for every member, and crowded, a wait is a turn of
-    /// the scheduler (at 4 PEs on 2 cores a 256 KiB allreduce took 400 µs
-    /// in parts, 220 µs whole).
+    /// when its blocks fit a slot; a larger reduce, allreduce unless the
+    /// PEs are `crowded` (more than the cores), or broadcast if they are,
+    /// in parts of whole elements that do, each a call of its own number
+    /// (an element's result depends on that element alone), up to
+    /// [`PARTS_LIMIT`] (or [`CROWDED_BROADCAST_LIMIT`]) and
+    /// [`PARTS_THROUGH_ONE`].
+    ///
+    /// Each part of an allreduce waits for every member, and crowded, a
+    /// wait is a turn of the scheduler (at 4 PEs on 2 cores a 256 KiB
+    /// allreduce took 400 µs in parts, 220 µs whole). A broadcast's data
+    /// is copied twice on the flat path and once on the general one, by
+    /// cross-memory attach (at 2 PEs a 256 KiB broadcast took 27 µs in
+    /// parts, 22 µs whole); but crowded, the general path's tree waits for
+    /// its inner members to be scheduled and forward the data, where the
+    /// root writes every member's parts itself (at 4 PEs on 2 cores a 64
+    /// KiB broadcast took 19 µs in parts, 42 µs whole; 256 KiB 78 and
+    /// 109).
     pub(crate) fn parts(&self, sig: &Signature, crowded: bool) -> Option<Parts> {
         let s = &self.slots;
         let stamped =
@@ -342,14 +353,15 @@ impl Region {
                 bytes: sig.bytes,
             });
         }
-        let divided = match sig.collective {
-            Collective::Reduce => true,
-            Collective::Allreduce => !crowded,
-            _ => false,
+        let limit = match sig.collective {
+            Collective::Reduce => PARTS_LIMIT,
+            Collective::Allreduce if !crowded => PARTS_LIMIT,
+            Collective::Broadcast if crowded => CROWDED_BROADCAST_LIMIT,
+            _ => 0,
         };
         let chunk = s.data / sig.elem.max(1) * sig.elem;
-        let small = sig.bytes <= PARTS_LIMIT && sig.bytes * (s.p - 1) <= PARTS_INFLOW;
-        (divided && small && chunk > 0).then(|| Parts {
+        let small = sig.bytes <= limit && sig.bytes * (s.p - 1) <= PARTS_THROUGH_ONE;
+        (small && chunk > 0).then(|| Parts {
             count: sig.bytes.div_ceil(chunk),
             chunk,
             bytes: sig.bytes,

@@ -94,10 +94,15 @@ fn all(world: &World) -> Check {
     Ok(())
 }
 
-/// Counts: empty, tiny, small, above the eager limit, and large enough
-/// for the bandwidth algorithms (less so under emulation).
-fn counts() -> [usize; 5] {
-    [0, 1, 7, 1000, if emulated() { 9000 } else { 70_000 }]
+/// Counts: empty, tiny, small, above the eager limit, in parts on the
+/// world team's flat path, and large enough for the bandwidth algorithms
+/// (under emulation only the first five).
+fn counts() -> Vec<usize> {
+    let mut v = vec![0, 1, 7, 1000, if emulated() { 9000 } else { 20_000 }];
+    if !emulated() {
+        v.push(70_000);
+    }
+    v
 }
 
 fn check_team(name: &str, team: &Team<'_>) -> Check {
@@ -456,11 +461,25 @@ fn mismatch_count(world: &World) -> Check {
 
 /// PE 0 starts a non-blocking allreduce where the others call the
 /// blocking one: the call matches and is right everywhere, whole or in
-/// parts on the world team's flat path. So does a reduce in parts whose
-/// root starts it non-blocking: its members agree on the call first.
+/// parts on the world team's flat path. So do a reduce whose root, and a
+/// broadcast whose last PE, starts it non-blocking, where the flat path
+/// runs them in parts: its members agree on the call first.
 fn mixed(world: &World) -> Check {
     let (me, n) = (world.rank(), world.size());
     let t = world.team();
+    let mut d = if me == 0 {
+        data(8, 0, 20_000)
+    } else {
+        vec![0; 20_000]
+    };
+    if me == n - 1 {
+        w(world.scope(|s| s.ibroadcast(&t, 0, &mut d)?.wait().map(drop)))?;
+    } else {
+        w(t.broadcast(0, &mut d))?;
+    }
+    ensure(d == data(8, 0, 20_000), || {
+        "mixed broadcast of 20000".to_string()
+    })?;
     let mut d = data(9, me, 20_000);
     if me == 0 {
         w(world.scope(|s| s.ireduce(&t, 0, &mut d, ReduceOp::Sum)?.wait().map(drop)))?;
