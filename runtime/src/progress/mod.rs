@@ -186,18 +186,23 @@ enum Req {
     /// A rendezvous send waiting for the receiver's Fin or Cts, or pushing
     /// its bytes. `_owned` keeps alive the bytes `ptr` points to when the
     /// engine copied them (active messages); `key` is their exposure to the
-    /// receiver, ended by the Fin, the Cts or abandonment.
+    /// receiver while it may read them, ended by its Fin or Cts.
     Sending {
         ptr: *const u8,
         len: usize,
         dest: usize,
         tag: u32,
-        key: u64,
+        key: Option<u64>,
         _owned: Option<Vec<u8>>,
     },
-    /// A send whose owner went away before the receiver asked for the bytes.
+    /// A send whose owner went away before the receiver's Fin or Cts. Its
+    /// exposure, if any, stays until then: the receiver may be reading the
+    /// bytes already, and an RDMA read of memory no longer registered
+    /// fails the whole queue pair toward this PE, for good. The receiver
+    /// then reads what that memory holds now, for a call that has failed.
     Abandoned {
         dest: usize,
+        key: Option<u64>,
     },
     /// An active-message request waiting for its reply.
     AmWaiting {
@@ -742,7 +747,7 @@ impl Engine {
                 len,
                 dest,
                 tag: env.tag,
-                key,
+                key: Some(key),
                 _owned: owned,
             },
             detached: false,
@@ -966,9 +971,10 @@ impl Engine {
                 entry.detached = true;
             }
             Req::Sending { dest, key, .. } => {
-                let dest = *dest;
-                self.lane_of(dest).unexpose(*key);
-                entry.req = Req::Abandoned { dest };
+                entry.req = Req::Abandoned {
+                    dest: *dest,
+                    key: *key,
+                };
                 entry.detached = true;
                 st.outbox.cancel(id);
             }
@@ -1009,21 +1015,13 @@ impl Engine {
                 Some((
                     id,
                     Entry {
-                        req: Req::Sending { dest, key, .. },
+                        req: Req::Sending { dest, key, .. } | Req::Abandoned { dest, key },
                         ..
                     },
                 )) if *dest == source => {
-                    self.lane_of(source).unexpose(*key);
-                    self.send_done(st, id);
-                    Ok(())
-                }
-                Some((
-                    id,
-                    Entry {
-                        req: Req::Abandoned { dest },
-                        ..
-                    },
-                )) if *dest == source => {
+                    if let Some(key) = key.take() {
+                        self.lane_of(source).unexpose(key);
+                    }
                     self.send_done(st, id);
                     Ok(())
                 }
@@ -1082,7 +1080,9 @@ impl Engine {
                 },
             )) if *dest == source && bytes <= *len as u64 => {
                 // The receiver will not read: the sender pushes the bytes.
-                self.lane_of(source).unexpose(*key);
+                if let Some(key) = key.take() {
+                    self.lane_of(source).unexpose(key);
+                }
                 (id, *ptr)
             }
             // The sender gave up on this send; the receiver learns it when
@@ -1090,10 +1090,13 @@ impl Engine {
             Some((
                 id,
                 Entry {
-                    req: Req::Abandoned { dest },
+                    req: Req::Abandoned { dest, key },
                     ..
                 },
             )) if *dest == source => {
+                if let Some(key) = key.take() {
+                    self.lane_of(source).unexpose(key);
+                }
                 st.reqs.remove(id);
                 return Ok(());
             }
