@@ -34,7 +34,7 @@ pub enum Event {
 /// Where the ranks' output goes.
 #[derive(Clone)]
 pub enum Output {
-    /// This process's stdout and stderr, prefixed with "[rank] " when tagged.
+    /// This process's stdout and stderr, prefixed with `"[rank] "` when tagged.
     Local { tag: bool },
     /// Output frames to the controller, which prints them.
     Link(Arc<LinkWriter>),
