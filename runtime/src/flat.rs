@@ -458,7 +458,10 @@ impl Region {
         mut arrived: impl FnMut(usize) -> bool,
     ) -> Result<()> {
         let (p, me) = (self.slots.p, self.slots.me);
-        let others = || (0..p).filter(move |&j| j != me && only.is_none_or(|o| o == j));
+        // `only` as a plain word: an `Option` spilled and reloaded whole in
+        // the loop below cannot be forwarded from the store buffer.
+        let only = only.unwrap_or(usize::MAX);
+        let others = || (0..p).filter(move |&j| j != me && (only == usize::MAX || only == j));
         // Oversubscribed, the core goes to the member waited for.
         let (turns, pause): (usize, fn()) = if world.engine().oversubscribed() {
             (YIELDS, std::thread::yield_now)
@@ -801,7 +804,8 @@ impl Slots {
     fn prefetch(&self, n: u64, sender: usize, bytes: usize, first: usize) {
         let at = self.heap + self.slot_at(n, sender);
         let end = (HEADER + bytes).min(self.slot).min(PREFETCH_LINES * LINE);
-        for off in (first * LINE..end).step_by(LINE) {
+        let mut off = first * LINE;
+        while off < end {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: a prefetch only hints; it reads nothing and cannot
             // fault (x86-64 always has SSE). The address is in the region.
@@ -810,6 +814,7 @@ impl Slots {
                     (at + off) as *const i8,
                 );
             }
+            off += LINE;
         }
     }
 

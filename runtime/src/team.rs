@@ -500,7 +500,13 @@ impl<'w> Team<'w> {
                 Some(parts) => {
                     let outcome = self.run_flat(flat, &mut a, &e, parts)?;
                     if outcome.done {
-                        return outcome.late.map_or(Ok(()), |c| Err(w.error(op, *c)));
+                        // A `match`, not `map_or(Ok(()), ..)`, which built the
+                        // `Ok` in memory and copied it in pieces of another size
+                        // (no store forwarding: see `flat::Late`).
+                        return match outcome.late {
+                            None => Ok(()),
+                            Some(c) => Err(w.error(op, *c)),
+                        };
                     }
                     late = outcome.late;
                 }
