@@ -1006,7 +1006,7 @@ fn claims() -> bool {
 /// store and load that needs them committed (a load of a value stored in
 /// pieces, a full buffer) waits with them. Taken a call ahead, the lines
 /// of the next call's slots are owned by the time it writes them (at 2 PEs
-/// an 8 B broadcast took 0.13 µs so, 0.21 without; 256 B 0.16 and 0.26).
+/// an 8 B broadcast took 0.14 µs so, 0.20 without; 256 B 0.16 and 0.21).
 /// Only where [`claims`] says the processor has the instruction.
 #[inline(always)]
 fn claim(addr: usize) {
