@@ -401,6 +401,14 @@ impl Engine {
         &*self.lanes[self.route[pe] as usize]
     }
 
+    /// Ends a send's exposure of its bytes to `dest`, if it still has one:
+    /// once only, whichever of Fin, Cts or a late frame comes first.
+    fn unexpose_once(&self, dest: usize, key: &mut Option<u64>) {
+        if let Some(key) = key.take() {
+            self.lane_of(dest).unexpose(key);
+        }
+    }
+
     /// The lane reaching `pe`, or `None` for a PE outside the job.
     #[inline]
     pub(crate) fn lane(&self, pe: usize) -> Option<&dyn Transport> {
@@ -1019,9 +1027,7 @@ impl Engine {
                         ..
                     },
                 )) if *dest == source => {
-                    if let Some(key) = key.take() {
-                        self.lane_of(source).unexpose(key);
-                    }
+                    self.unexpose_once(source, key);
                     self.send_done(st, id);
                     Ok(())
                 }
@@ -1080,9 +1086,7 @@ impl Engine {
                 },
             )) if *dest == source && bytes <= *len as u64 => {
                 // The receiver will not read: the sender pushes the bytes.
-                if let Some(key) = key.take() {
-                    self.lane_of(source).unexpose(key);
-                }
+                self.unexpose_once(source, key);
                 (id, *ptr)
             }
             // The sender gave up on this send; the receiver learns it when
@@ -1094,9 +1098,7 @@ impl Engine {
                     ..
                 },
             )) if *dest == source => {
-                if let Some(key) = key.take() {
-                    self.lane_of(source).unexpose(key);
-                }
+                self.unexpose_once(source, key);
                 st.reqs.remove(id);
                 return Ok(());
             }
