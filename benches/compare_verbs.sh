@@ -2,7 +2,7 @@
 # Weft against perftest on the same RDMA devices, side by side in one run:
 # boots two linked VMs with a Soft-RoCE device each (scripts/rxe-vm pair).
 # In each of REPS rounds, each perftest program (ib_write_lat, ib_write_bw,
-# ib_read_lat, ib_read_bw, ib_atomic_lat, ibv_rc_pingpong; server in the
+# ib_read_lat, ib_read_bw, ib_atomic_lat, ibv_rc_pingpong, ib_send_lat; server in the
 # first VM, client in the second) runs next to Weft's counterpart
 # (benches/src/bin/verbs_pair.rs, one PE in each VM): first perftest in odd
 # rounds, first Weft in even ones. Each round gives one ratio per test; the
@@ -16,7 +16,7 @@
 #
 # usage: benches/compare_verbs.sh [REPS] [ITERS] [TEST...]
 #   (default 5 rounds of 1000 iterations of every test; TEST names a row:
-#   write_lat write_bw read_lat read_bw atomic_lat pingpong)
+#   write_lat write_bw read_lat read_bw atomic_lat pingpong send_lat)
 # Soft-RoCE under software emulation: only the ratios mean anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,13 +38,15 @@ chmod 600 "$work/job.key"
 # (scripts/rxe-vm boots them with tsc=reliable). Latencies compare the
 # medians of the iterations (perftest's "typical"), since under emulation
 # a few iterations take 10-20 times the usual; bandwidths the message rate
-# times the size; ibv_rc_pingpong gives only the mean round trip.
+# times the size; ibv_rc_pingpong gives only the mean round trip, so the
+# same exchange is also compared with ib_send_lat, which gives the median.
 tests="write_lat|ib_write_lat -s 8
 write_bw|ib_write_bw -s 65536
 read_lat|ib_read_lat -s 8
 read_bw|ib_read_bw -s 65536
 atomic_lat|ib_atomic_lat
-pingpong|ibv_rc_pingpong -g 1 -s 4096"
+pingpong|ibv_rc_pingpong -g 1 -s 4096
+send_lat|ib_send_lat -s 4096"
 if (($#)); then
     picked=""
     for t in "$@"; do
@@ -168,6 +170,7 @@ rows = [
     ("get bandwidth, 64 KiB", "read_bw", "ib_read_bw", "MiB/s", True),
     ("fetch_add latency, median", "atomic_lat", "ib_atomic_lat", "µs", False),
     ("ping-pong 4 KiB (round trip), mean", "pingpong", "ibv_rc_pingpong", "µs", False),
+    ("send/recv latency 4 KiB (half round trip), median", "send_lat", "ib_send_lat", "µs", False),
 ]
 rounds = sorted({r for (_, r, _) in fig}, key=int)
 print("| Weft operation | perftest | perftest | Weft | Weft / perftest (median of rounds) | range | goal |")
