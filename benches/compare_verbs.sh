@@ -2,8 +2,8 @@
 # Weft against perftest on the same RDMA devices, side by side in one run:
 # boots two linked VMs with a Soft-RoCE device each (scripts/rxe-vm pair).
 # In each of REPS rounds, each perftest program (ib_write_lat, ib_write_bw,
-# ib_read_lat, ib_read_bw, ib_atomic_lat, ibv_rc_pingpong, ib_send_lat; server in the
-# first VM, client in the second) runs next to Weft's counterpart
+# ib_read_lat, ib_read_bw, ib_atomic_lat, ibv_rc_pingpong, ib_send_lat;
+# server in the first VM, client in the second) runs next to Weft's counterpart
 # (benches/src/bin/verbs_pair.rs, one PE in each VM): first perftest in odd
 # rounds, first Weft in even ones. Each round gives one ratio per test; the
 # script prints their median and range, with the medians of the figures, and

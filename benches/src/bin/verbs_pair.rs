@@ -121,7 +121,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         "pingpong" | "send_lat" => {
             // The round trip, or half of it.
-            let share = if test == "pingpong" { 1.0 } else { 2.0 };
+            let divisor = if test == "pingpong" { 1.0 } else { 2.0 };
             let mut msg = vec![1u8; PINGPONG_SIZE];
             for _ in 0..iters {
                 let t = Instant::now();
@@ -132,7 +132,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     world.recv(Source::Rank(peer), Tag(1), &mut msg)?;
                     world.send(peer, Tag(1), &msg)?;
                 }
-                times.push(micros(t) / share);
+                times.push(micros(t) / divisor);
             }
             Some(latency(&test, PINGPONG_SIZE, &mut times))
         }
