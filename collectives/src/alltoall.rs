@@ -26,6 +26,34 @@ pub fn pairwise(rank: usize, p: usize, block: usize) -> Schedule {
     b.finish(p * block, p * block, 0)
 }
 
+/// Linear (large blocks, ranks outnumbering cores): the exchanges of
+/// [`pairwise`] all in one round, receives posted first, then the member's
+/// own block copied once they are done; a member moves whichever block's
+/// peer is running instead of waiting, at each step, for one peer to be
+/// scheduled. The same `p - 1` messages of one block.
+///
+/// ```
+/// use weft_collectives::alltoall;
+/// let s = alltoall::linear(0, 4, 8);
+/// assert_eq!((s.messages_sent(), s.rounds.len()), (3, 1));
+/// ```
+pub fn linear(rank: usize, p: usize, block: usize) -> Schedule {
+    let mut b = Builder::default();
+    for s in 1..p {
+        let from = (rank + p - s) % p;
+        b.recv(from, Region::output(from * block, block));
+    }
+    for s in 1..p {
+        let to = (rank + s) % p;
+        b.send(to, Region::input(to * block, block));
+    }
+    b.copy(
+        Region::input(rank * block, block),
+        Region::output(rank * block, block),
+    );
+    b.finish(p * block, p * block, 0)
+}
+
 /// Bruck (small blocks): after a local rotation, in step `k` member `r`
 /// sends every block whose index has bit `k` set to `r + 2^k`, packed into
 /// one message, and replaces them with those from `r - 2^k`;

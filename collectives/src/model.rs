@@ -136,6 +136,11 @@ pub fn time(collective: Collective, algorithm: Algorithm, p: usize, n: usize, m:
         (C::Alltoall, Bruck) => {
             steps * (a + (pf / 2.0).ceil() * n * (b + 2.0 * cp)) + 2.0 * pf * n * cp
         }
+        // Linear is costed as pairwise: the same messages and bytes per
+        // member; what it changes, how waits meet a crowded scheduler, is
+        // not in the model (and without contention the model would credit
+        // it with every step's latency overlapped, which many members
+        // sending to one at once do not get).
         (C::Alltoall, _) => (pf - 1.0) * (a + n * b),
         (C::Gather | C::Scatter, _) => steps * a + (pf - 1.0) * n * b,
         (C::ReduceScatter, Ring) => (pf - 1.0) * (a + n * (b + c)),
