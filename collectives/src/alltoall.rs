@@ -27,10 +27,10 @@ pub fn pairwise(rank: usize, p: usize, block: usize) -> Schedule {
 }
 
 /// Linear (large blocks, ranks outnumbering cores): the exchanges of
-/// [`pairwise`] all in one round, receives posted first, then the member's
-/// own block copied once they are done; a member moves whichever block's
-/// peer is running instead of waiting, at each step, for one peer to be
-/// scheduled. The same `p - 1` messages of one block.
+/// [`pairwise`] all in one round, then the member's own block copied once
+/// they are done; a member moves whichever block's peer is running instead
+/// of waiting, at each step, for one peer to be scheduled. The same `p - 1`
+/// messages of one block.
 ///
 /// ```
 /// use weft_collectives::alltoall;
@@ -40,12 +40,9 @@ pub fn pairwise(rank: usize, p: usize, block: usize) -> Schedule {
 pub fn linear(rank: usize, p: usize, block: usize) -> Schedule {
     let mut b = Builder::default();
     for s in 1..p {
-        let from = (rank + p - s) % p;
-        b.recv(from, Region::output(from * block, block));
-    }
-    for s in 1..p {
-        let to = (rank + s) % p;
+        let (to, from) = ((rank + s) % p, (rank + p - s) % p);
         b.send(to, Region::input(to * block, block));
+        b.recv(from, Region::output(from * block, block));
     }
     b.copy(
         Region::input(rank * block, block),
