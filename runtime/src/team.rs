@@ -81,6 +81,9 @@ pub(crate) struct TeamInner {
     calls: AtomicU64,
     /// The world team's flat path for small calls, when the job has one.
     flat: Option<flat::Region>,
+    /// Every member runs on this node, which has more PEs than cores
+    /// ([`runs_crowded`]).
+    crowded: bool,
     schedules: Mutex<HashMap<(Call, Algorithm), Arc<Schedule>>>,
     ids: Arc<Mutex<TeamIds>>,
     /// Scratch space of collective runs, shared by the PE's teams.
@@ -95,6 +98,7 @@ impl TeamInner {
         ids: Arc<Mutex<TeamIds>>,
         scratch: Arc<ScratchPool>,
         flat: Option<flat::Region>,
+        crowded: bool,
     ) -> Arc<TeamInner> {
         ids.lock().used[id as usize / 64] |= 1 << (id % 64);
         Arc::new(TeamInner {
@@ -103,6 +107,7 @@ impl TeamInner {
             me,
             calls: AtomicU64::new(0),
             flat,
+            crowded,
             schedules: Mutex::new(HashMap::new()),
             ids,
             scratch,
@@ -121,6 +126,20 @@ impl TeamInner {
         cache.insert((call, algorithm), s.clone());
         Ok(s)
     }
+}
+
+/// Whether a team of `members` runs crowded: every member on this node,
+/// which has more PEs than cores (`oversubscribed`). Crowded members pick
+/// some algorithms differently ([`select::choose_crowded`]), so every member
+/// must give the same answer: on one node they all see the same count of
+/// PEs and cores, and a team on several nodes is never crowded, however its
+/// nodes are loaded.
+pub(crate) fn runs_crowded(
+    oversubscribed: bool,
+    on_node: &[bool],
+    mut members: impl Iterator<Item = usize>,
+) -> bool {
+    oversubscribed && members.all(|pe| on_node[pe])
 }
 
 impl Drop for TeamInner {
@@ -328,9 +347,7 @@ impl<'w> Team<'w> {
             };
             let (algorithm, forced) = match w.config().algorithm_for(a.collective) {
                 Some(f) => (f, true),
-                None if w.engine().oversubscribed() => {
-                    (select::choose_crowded(&call, &ON_NODE), false)
-                }
+                None if self.inner.crowded => (select::choose_crowded(&call, &ON_NODE), false),
                 None => (select::choose(&call, &ON_NODE), false),
             };
             let schedule = self.inner.schedule(call, algorithm).map_err(|e| {
@@ -493,7 +510,7 @@ impl<'w> Team<'w> {
         if let Some(flat) = &self.inner.flat {
             let forced = w.config().algorithm_for(a.collective).is_some();
             let parts = match &e.checked {
-                Ok(()) if !forced => flat.parts(&e.sig, w.engine().oversubscribed()),
+                Ok(()) if !forced => flat.parts(&e.sig, self.inner.crowded),
                 _ => None,
             };
             match parts {
@@ -758,8 +775,14 @@ impl<'w> Team<'w> {
     }
 
     fn child(&self, id: u32, members: Vec<usize>, me: usize) -> Team<'w> {
+        let w = self.world;
+        let crowded = runs_crowded(
+            w.engine().oversubscribed(),
+            w.on_node(),
+            members.iter().copied(),
+        );
         Team {
-            world: self.world,
+            world: w,
             inner: TeamInner::new(
                 id,
                 members,
@@ -767,6 +790,7 @@ impl<'w> Team<'w> {
                 self.inner.ids.clone(),
                 self.inner.scratch.clone(),
                 None,
+                crowded,
             ),
         }
     }
@@ -1050,5 +1074,23 @@ impl<'s, 'w> Scope<'s, 'w> {
             team,
             reduce_scatter_args::<T>("ireduce_scatter", data, block, r),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs_crowded;
+
+    #[test]
+    fn only_a_team_all_on_a_crowded_node_runs_crowded() {
+        // PEs 0-2 on this node, 3 on another.
+        let on_node = [true, true, true, false];
+        assert!(runs_crowded(true, &on_node, [0, 1, 2].into_iter()));
+        assert!(runs_crowded(true, &on_node, [1].into_iter()));
+        assert!(!runs_crowded(true, &on_node, 0..4));
+        assert!(!runs_crowded(true, &on_node, [2, 3].into_iter()));
+        assert!(!runs_crowded(false, &on_node, [0, 1, 2].into_iter()));
+        // PE 3's node, not crowded, answers the same for the team of all.
+        assert!(!runs_crowded(false, &[false, false, false, true], 0..4));
     }
 }

@@ -34,6 +34,8 @@ pub(crate) struct Wiring {
     pub heap: (usize, usize),
     /// More PEs on this node than it has cores: waits yield at once.
     pub oversubscribed: bool,
+    /// Which PEs run on this node (this one included).
+    pub on_node: Vec<bool>,
 }
 
 fn bootstrap_error(e: String) -> Cause {
@@ -86,8 +88,9 @@ pub(crate) fn connect(boot: &mut Bootstrap, config: &Config) -> Result<Wiring, C
     // SAFETY: sysconf only reads a system setting.
     let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     let cores = usize::try_from(online).unwrap_or(1).max(1);
-    let oversubscribed = (0..size).filter(|&pe| shm.reaches(pe)).count() > cores;
-    let off_node = (0..size).find(|&pe| !shm.reaches(pe));
+    let on_node: Vec<bool> = (0..size).map(|pe| shm.reaches(pe)).collect();
+    let oversubscribed = on_node.iter().filter(|&&here| here).count() > cores;
+    let off_node = on_node.iter().position(|&here| !here);
     let (lanes, route): (Vec<Box<dyn Transport>>, Vec<u8>) = match (config.transport, off_node) {
         (TransportChoice::Shm, Some(pe)) => {
             return Err(Cause::Bootstrap(format!(
@@ -107,7 +110,7 @@ pub(crate) fn connect(boot: &mut Bootstrap, config: &Config) -> Result<Wiring, C
         ),
         (TransportChoice::Auto, Some(_)) => {
             let verbs = verbs::connect(boot, config, segment, layout, off_node, oversubscribed)?;
-            let route = (0..size).map(|pe| u8::from(!shm.reaches(pe))).collect();
+            let route = on_node.iter().map(|&here| u8::from(!here)).collect();
             (vec![Box::new(shm), verbs], route)
         }
         (_, None) => (vec![Box::new(shm)], vec![0; size]),
@@ -124,6 +127,7 @@ pub(crate) fn connect(boot: &mut Bootstrap, config: &Config) -> Result<Wiring, C
         atomic_route,
         heap: (heap_ptr as usize, heap_len),
         oversubscribed,
+        on_node,
     })
 }
 

@@ -17,7 +17,7 @@ use crate::flat;
 use crate::heap::Allocator;
 use crate::progress::{help, Engine, Settings};
 use crate::symvec::SymVec;
-use crate::team::{TeamIds, TeamInner};
+use crate::team::{self, TeamIds, TeamInner};
 use crate::wiring;
 
 /// All PEs of the job. Made by [`crate::init`] and ended by
@@ -46,6 +46,8 @@ pub struct World {
     allocator: Mutex<Allocator>,
     finalized: AtomicBool,
     world_team: Arc<TeamInner>,
+    /// Which PEs run on this node.
+    on_node: Box<[bool]>,
 }
 
 /// Which collective a signature describes.
@@ -64,6 +66,8 @@ impl World {
         let wiring = wiring::connect(&mut boot, &config).map_err(|c| fail(rank, c))?;
         agree_on_handlers(&mut boot, &handlers).map_err(|c| fail(rank, c))?;
         let heap = wiring.heap;
+        let on_node: Box<[bool]> = wiring.on_node.into();
+        let world_crowded = team::runs_crowded(wiring.oversubscribed, &on_node, 0..size);
         let settings = Settings {
             eager_limit: config.eager_limit,
             single_copy: config.single_copy,
@@ -141,7 +145,9 @@ impl World {
                 TeamIds::new(),
                 Arc::default(),
                 flat,
+                world_crowded,
             ),
+            on_node,
         })
     }
 
@@ -153,6 +159,11 @@ impl World {
     /// Number of PEs in the job.
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// Which PEs run on this node, by PE.
+    pub(crate) fn on_node(&self) -> &[bool] {
+        &self.on_node
     }
 
     /// The settings the job runs with.

@@ -91,9 +91,10 @@ pub struct Job {
 /// Under `WEFT_TEST_HOSTS=A,B` (with `WEFT_TEST_PORT` and
 /// `WEFT_TEST_SECRET_FILE`; `scripts/test-verbs.sh` sets them in its pair of
 /// VMs), a job of `-n N` ranks with N of two or more runs on both hosts:
-/// ranks 0 .. ceil(N/2) on A, where the test runs, the others on B, whose
-/// agent joins by hand. Other jobs are left as they are.
-pub fn spread(args: &[&str]) -> Vec<String> {
+/// ranks 0 .. `first` (default ceil(N/2), at most N - 1) on A, where the
+/// test runs, the others on B, whose agent joins by hand. Other jobs are
+/// left as they are.
+pub fn spread(args: &[&str], first: Option<usize>) -> Vec<String> {
     let owned = || args.iter().map(|a| a.to_string()).collect();
     let (Ok(hosts), Ok(port), Ok(secret)) = (
         std::env::var("WEFT_TEST_HOSTS"),
@@ -112,7 +113,7 @@ pub fn spread(args: &[&str]) -> Vec<String> {
     if n < 2 {
         return owned();
     }
-    let first = n.div_ceil(2);
+    let first = first.unwrap_or(n.div_ceil(2)).clamp(1, n - 1);
     let mut out: Vec<String> = [
         "--hosts".to_string(),
         format!("{a}:{first},{b}:{}", n - first),
@@ -132,8 +133,12 @@ pub fn spread(args: &[&str]) -> Vec<String> {
 /// if it runs longer than its limit (120 s, 300 s under emulation). Jobs
 /// are spread over two hosts under `WEFT_TEST_HOSTS` (see [`spread`]).
 pub fn run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Job {
+    launch(args, None, env, stdin)
+}
+
+fn launch(args: &[&str], first: Option<usize>, env: &[(&str, &str)], stdin: &str) -> Job {
     let mut cmd = Command::new(weftrun());
-    cmd.args(spread(args))
+    cmd.args(spread(args, first))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -177,11 +182,23 @@ pub fn run(args: &[&str], env: &[(&str, &str)], stdin: &str) -> Job {
 /// Runs `program ARGS...` (a workspace binary whose first argument names a
 /// scenario) on `n` ranks and asserts every rank reported success.
 pub fn scenario(program: &str, args: &[&str], n: usize, env: &[(&str, &str)]) -> Job {
+    placed_scenario(program, args, n, None, env)
+}
+
+/// As [`scenario`], with `first` ranks on the first host under
+/// `WEFT_TEST_HOSTS` instead of half of them (see [`spread`]).
+pub fn placed_scenario(
+    program: &str,
+    args: &[&str],
+    n: usize,
+    first: Option<usize>,
+    env: &[(&str, &str)],
+) -> Job {
     let np = n.to_string();
     let path = binary(program);
     let mut argv = vec!["-n", &np, path.to_str().expect("UTF-8 target path")];
     argv.extend_from_slice(args);
-    let job = run(&argv, env, "");
+    let job = launch(&argv, first, env, "");
     let name = args[0];
     assert_eq!(
         job.code,
