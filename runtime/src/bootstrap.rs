@@ -1,6 +1,10 @@
 //! Finding the job: rank, size, a job name, and a key-value exchange among
 //! the ranks, through the launcher's PMI (or alone, as a singleton).
 
+use std::sync::Arc;
+
+use weft_transport::exits::ExitView;
+
 use crate::pmi::client::{PmiClient, PmiEnv};
 
 /// The job as the launcher describes it, and the way to exchange blobs.
@@ -9,20 +13,30 @@ pub(crate) struct Bootstrap {
     size: usize,
     job: String,
     pmi: Option<PmiClient>,
+    /// Read by the verbs transport only: without it no peer is off the node.
+    #[cfg_attr(not(feature = "verbs"), allow(dead_code))]
+    exits: Option<Arc<ExitView>>,
 }
 
 impl Bootstrap {
     /// Connects to the launcher named by the environment: PMI-1 when
-    /// `PMI_FD` is set, otherwise a singleton job of one rank.
+    /// `PMI_FD` is set, otherwise a singleton job of one rank. A launcher
+    /// that keeps an exit board (`weftrun` on a job of several nodes)
+    /// passes it in `WEFT_EXITS_FD`.
     pub(crate) fn from_env() -> Result<Bootstrap, String> {
         match PmiEnv::from_lookup(|k| std::env::var(k).ok())? {
             Some(env) => {
                 let pmi = PmiClient::connect(&env)?;
+                let exits = match std::env::var("WEFT_EXITS_FD") {
+                    Ok(v) => Some(Arc::new(exit_view(&v, pmi.size())?)),
+                    Err(_) => None,
+                };
                 Ok(Bootstrap {
                     rank: pmi.rank(),
                     size: pmi.size(),
                     job: pmi.kvsname().to_owned(),
                     pmi: Some(pmi),
+                    exits,
                 })
             }
             None => Ok(Bootstrap {
@@ -30,8 +44,15 @@ impl Bootstrap {
                 size: 1,
                 job: format!("single{}", std::process::id()),
                 pmi: None,
+                exits: None,
             }),
         }
+    }
+
+    /// The launcher's exit board, when it keeps one.
+    #[cfg(feature = "verbs")]
+    pub(crate) fn exits(&self) -> Option<&Arc<ExitView>> {
+        self.exits.as_ref()
     }
 
     pub(crate) fn rank(&self) -> usize {
@@ -103,6 +124,14 @@ impl Bootstrap {
             .as_mut()
             .is_some_and(|pmi| pmi.abort(code, msg).is_ok())
     }
+}
+
+/// Maps the exit board whose descriptor `WEFT_EXITS_FD` gives as `value`.
+fn exit_view(value: &str, size: usize) -> Result<ExitView, String> {
+    let fd = value
+        .parse()
+        .map_err(|_| format!("WEFT_EXITS_FD={value} is not a descriptor number"))?;
+    ExitView::inherit(fd, size).map_err(|e| format!("WEFT_EXITS_FD={value}: {e}"))
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

@@ -192,6 +192,7 @@ mod verbs {
             device: config.verbs_device.clone(),
             gid_index: config.verbs_gid_index,
             oversubscribed,
+            exits: boot.exits().cloned(),
         };
         let opened = VerbsTransport::open(segment, layout, rank, size, &options);
         let blob = match &opened {

@@ -131,6 +131,19 @@ fn a_rank_failing_on_another_node_fails_the_job_with_its_name() {
     assert!(job.elapsed < Duration::from_secs(30), "{:?}", job.elapsed);
 }
 
+/// A rank that leaves the job without finalizing is marked on the exit
+/// boards of the other nodes, which their ranks read to find it gone (the
+/// verbs transport does, for peers of other nodes).
+#[test]
+fn a_rank_that_leaves_is_marked_on_the_other_nodes_boards() {
+    let job = four_on_two_nodes("left", &[], "left");
+    assert_eq!(job.code, Some(0), "{}\n{}", job.stdout, job.stderr);
+    for r in 0..3 {
+        let line = format!("rank {r}: left ok");
+        assert!(job.stdout.contains(&line), "{}", job.stdout);
+    }
+}
+
 #[test]
 fn a_lost_agent_fails_the_job_naming_its_ranks() {
     let job = four_on_two_nodes("lost", &["--grace", "1"], "kill-launcher");

@@ -10,6 +10,9 @@ use weft_tests::{ensure, finish, w, Check};
 
 fn main() -> ExitCode {
     let scenario = std::env::args().nth(1).unwrap_or_default();
+    if scenario == "left" {
+        return left();
+    }
     let world = match weft::init() {
         Ok(w) => w,
         Err(e) => {
@@ -485,4 +488,50 @@ fn stdin(world: &World) -> Check {
         println!("rank 0 read: {}", line.trim_end());
     }
     w(world.barrier_all())
+}
+
+/// Without Weft, the launcher's exit board as the ranks of a job on several
+/// nodes see it: the last rank joins through PMI and exits without
+/// finalizing; rank 0 waits, a minute at most, until its board marks it.
+fn left() -> ExitCode {
+    use std::time::{Duration, Instant};
+    use weft::pmi::client::{PmiClient, PmiEnv};
+    use weft_transport::exits::ExitView;
+
+    let run = || -> Result<usize, String> {
+        let env = PmiEnv::from_lookup(|k| std::env::var(k).ok())?
+            .ok_or("no launcher: PMI_FD is not set")?;
+        let mut pmi = PmiClient::connect(&env)?;
+        let (me, n) = (pmi.rank(), pmi.size());
+        if me == n - 1 {
+            std::process::exit(0);
+        }
+        if me == 0 {
+            let fd = std::env::var("WEFT_EXITS_FD").map_err(|_| "WEFT_EXITS_FD is not set")?;
+            let fd = fd.parse().map_err(|_| format!("WEFT_EXITS_FD={fd}"))?;
+            let board = ExitView::inherit(fd, n).map_err(|e| e.to_string())?;
+            let start = Instant::now();
+            while !board.left(n - 1) {
+                if start.elapsed() > Duration::from_secs(60) {
+                    return Err(format!("PE {} is not marked after a minute", n - 1));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if let Some(pe) = (0..n - 1).find(|&pe| board.left(pe)) {
+                return Err(format!("PE {pe} is marked, but it has not left"));
+            }
+        }
+        pmi.finalize()?;
+        Ok(me)
+    };
+    match run() {
+        Ok(me) => {
+            println!("rank {me}: left ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("left FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

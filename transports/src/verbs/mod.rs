@@ -60,6 +60,7 @@ use self::address::Address;
 use self::area::{Area, Layout};
 use self::device::{Completion, Device, Endpoint, MemoryRegion, QueuePair, WorkRequest};
 use crate::backoff::Backoff;
+use crate::exits::ExitView;
 use crate::shm::{node_id, process::PeerProcess, Segment, SegmentLayout};
 use crate::{AtomicOp, AtomicWidth, Caps, Message, Transport, TransportError};
 
@@ -111,6 +112,9 @@ pub struct VerbsOptions {
     pub gid_index: Option<u32>,
     /// More PEs than cores on this node: waits yield at once instead of spinning.
     pub oversubscribed: bool,
+    /// The launcher's word on which PEs left the job: a peer on another node
+    /// marked there is gone at once, without waiting for the network to say.
+    pub exits: Option<Arc<ExitView>>,
 }
 
 /// What a peer looks like once connected.
@@ -255,6 +259,7 @@ pub struct VerbsTransport {
     cq_depth: usize,
     inline_cap: usize,
     oversubscribed: bool,
+    exits: Option<Arc<ExitView>>,
     device: Arc<Device>,
     /// Keeps the heap's mapping alive as long as its registration.
     _segment: Arc<Segment>,
@@ -348,6 +353,7 @@ impl VerbsTransport {
             cq_depth,
             inline_cap,
             oversubscribed: options.oversubscribed,
+            exits: options.exits.clone(),
             device,
             _segment: segment,
         })
@@ -607,10 +613,15 @@ impl VerbsTransport {
         Ok(())
     }
 
+    /// Whether the launcher says that PE `pe` left the job.
+    fn left(&self, pe: usize) -> bool {
+        self.exits.as_ref().is_some_and(|e| e.left(pe))
+    }
+
     /// Fails the queue pairs toward peers that can no longer answer: an
     /// on-node peer whose process ended with requests in flight, or a peer
-    /// on another node that left a signaled request unanswered for
-    /// [`RESPONSE_LIMIT`]. The queue pair moves to the error state, which
+    /// on another node that the launcher says left the job or that left a
+    /// signaled request unanswered for [`RESPONSE_LIMIT`]. The queue pair moves to the error state, which
     /// flushes what it still holds.
     fn drop_unreachable(&self, st: &mut State) {
         for pe in 0..self.size {
@@ -626,6 +637,7 @@ impl VerbsTransport {
         let status = match &self.peers[pe].process {
             Some(process) if !process.alive() => PEER_EXITED,
             Some(_) => return,
+            None if self.left(pe) => PEER_EXITED,
             None => {
                 if !lane.records.iter().any(|r| r.timed) {
                     lane.stalled = None;
@@ -1194,6 +1206,9 @@ impl Transport for VerbsTransport {
         };
         if let Some(process) = &p.process {
             return process.alive();
+        }
+        if self.left(peer) {
+            return false;
         }
         let mut st = self.state.lock();
         if self.reap(&mut st).is_err() {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::Mutex;
+use weft_transport::exits::ExitBoard;
 
 use crate::link::{self, JoinError, LinkReader, LinkWriter, Secret};
 use crate::msg::{JobSpec, Msg};
@@ -81,6 +82,11 @@ pub fn run(args: &Args, addr: &str) -> Result<i32, String> {
     Ok(code)
 }
 
+/// The longest pause between two attempts to reach the controller. An agent
+/// started by hand is often up before its controller listens; a refused
+/// connection costs next to nothing, and every pause is time the job waits.
+const MAX_RETRY_PAUSE: Duration = Duration::from_millis(200);
+
 /// Connects to the controller, retrying until `timeout`, and authenticates.
 fn connect(
     addr: &str,
@@ -111,7 +117,7 @@ fn connect(
             }
             Err(_) => {
                 std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_secs(1));
+                pause = (pause * 2).min(MAX_RETRY_PAUSE);
             }
         }
     }
@@ -177,6 +183,16 @@ fn supervise(
     let cwd = std::path::Path::new(&spec.cwd)
         .is_dir()
         .then_some(spec.cwd.as_str());
+    // The ranks here read on it which ranks of other nodes left the job, as
+    // the controller passes on what their agents report.
+    let board = ExitBoard::create(spec.size as usize)
+        .map_err(|e| {
+            eprintln!(
+                "weftrun agent on {host}: no exit board ({e}); ranks here will find \
+                 ranks of other nodes gone by the network alone"
+            )
+        })
+        .ok();
     let node_spec = node::Spec {
         size: spec.size as usize,
         first: spec.first as usize,
@@ -188,6 +204,7 @@ fn supervise(
         report_bindings: spec.report_bindings,
         die_with_parent: true,
         host: Some(host),
+        exits: board.as_ref().map(ExitBoard::fd),
     };
     let (mut ranks, start_failure) =
         node::start(&node_spec, kvs, tx, &node::Output::Link(link.clone()));
@@ -227,6 +244,12 @@ fn supervise(
                 code,
                 msg,
             }),
+            Event::Left { rank } => send(Msg::Left { rank: rank as u32 }),
+            Event::Link(Msg::Left { rank }) => {
+                if let Some(b) = &board {
+                    b.mark(rank as usize);
+                }
+            }
             Event::Signal(s) => {
                 ranks.signal(s);
                 kill_at.get_or_insert(Instant::now() + grace);

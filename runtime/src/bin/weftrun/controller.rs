@@ -255,6 +255,17 @@ pub fn run(args: &Args, hosts: &[Host]) -> Result<i32, String> {
                     ..
                 } => ending.fail((f, code), &agents),
                 Msg::Exited { failure: None, .. } => {}
+                Msg::Left { rank } => {
+                    let s = &agents[i].share;
+                    if (s.first..s.first + s.count).contains(&(rank as usize)) {
+                        let left = Msg::Left { rank }.encode();
+                        for (j, a) in agents.iter().enumerate() {
+                            if let Some(l) = a.link.as_ref().filter(|_| j != i) {
+                                let _ = l.send(&left);
+                            }
+                        }
+                    }
+                }
                 Msg::Abort { rank, code, msg } => {
                     ending.fail(crate::abort_failure(rank as usize, code, &msg), &agents);
                 }

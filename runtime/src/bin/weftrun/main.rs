@@ -193,6 +193,7 @@ fn run_here(args: &Args, n: usize) -> Result<i32, String> {
         report_bindings: args.report_bindings,
         die_with_parent: false,
         host: None,
+        exits: None,
     };
     let output = node::Output::Local {
         tag: args.tag_output,
@@ -239,7 +240,8 @@ fn run_here(args: &Args, n: usize) -> Result<i32, String> {
                     kill_at = Some(Instant::now() + grace);
                 }
             }
-            Event::Link(_) | Event::LinkLost(_) => {}
+            // Ranks find a peer of their own node gone by its process.
+            Event::Left { .. } | Event::Link(_) | Event::LinkLost(_) => {}
         }
     }
     ranks.finish_output();

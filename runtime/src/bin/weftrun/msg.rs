@@ -49,6 +49,9 @@ pub enum Msg {
     Signal(i32),
     /// Controller: stop the ranks (SIGTERM, SIGKILL after the grace period).
     Stop,
+    /// Agent: a rank left the job without finalizing. Controller, to the
+    /// other agents: a rank of another node did.
+    Left { rank: u32 },
 }
 
 struct Out(Vec<u8>);
@@ -189,6 +192,9 @@ impl Msg {
             Msg::Stop => {
                 o.u8(11);
             }
+            Msg::Left { rank } => {
+                o.u8(12).u32(*rank);
+            }
         }
         o.0
     }
@@ -246,6 +252,7 @@ impl Msg {
             9 => Msg::Stdin(i.bytes()?),
             10 => Msg::Signal(i.i32()?),
             11 => Msg::Stop,
+            12 => Msg::Left { rank: i.u32()? },
             k => return Err(format!("unknown message kind {k}")),
         };
         if !i.0.is_empty() {
@@ -309,6 +316,7 @@ mod tests {
             Msg::Stdin(b"in".to_vec()),
             Msg::Signal(15),
             Msg::Stop,
+            Msg::Left { rank: 3 },
         ]
     }
 

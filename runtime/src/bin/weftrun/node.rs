@@ -3,7 +3,7 @@
 //! weftrun and by the agent on each node of a multi-node job.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{ChildStdin, Command, ExitStatus, Stdio};
@@ -25,6 +25,9 @@ pub enum Event {
     Signal(i32),
     /// A rank called PMI abort.
     Abort { rank: usize, code: i32, msg: String },
+    /// A rank that joined the job through PMI closed its connection
+    /// without finalizing: it left the job, by exiting or dying.
+    Left { rank: usize },
     /// The controller sent a message (agents only).
     Link(Msg),
     /// The link to the controller failed (agents only).
@@ -77,6 +80,9 @@ pub struct Spec<'a> {
     pub die_with_parent: bool,
     /// This node's name, for messages.
     pub host: Option<&'a str>,
+    /// The exit board's descriptor, passed to the ranks in `WEFT_EXITS_FD`
+    /// (agents: see `weft_transport::exits`).
+    pub exits: Option<RawFd>,
 }
 
 /// One started rank.
@@ -144,6 +150,7 @@ fn spawn(
         .env("PMI_FD", child_fd.to_string())
         .env("PMI_RANK", rank.to_string())
         .env("PMI_SIZE", spec.size.to_string())
+        .envs(spec.exits.map(|fd| ("WEFT_EXITS_FD", fd.to_string())))
         .stdin(if rank == 0 {
             Stdio::piped()
         } else {
@@ -156,13 +163,16 @@ fn spawn(
     }
     let cpus = (!place.cpus.is_empty()).then(|| binding::cpu_set(&place.cpus));
     let die_with_parent = spec.die_with_parent;
+    let inherited = [Some(child_fd), spec.exits];
     // SAFETY: the closure runs in the child between fork and exec and calls
     // only async-signal-safe system calls (fcntl, sched_setaffinity, prctl)
     // on data prepared before the fork.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::fcntl(child_fd, libc::F_SETFD, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
+            for fd in inherited.into_iter().flatten() {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             if let Some(set) = &cpus {
                 if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) != 0 {

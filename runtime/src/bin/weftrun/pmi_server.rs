@@ -100,23 +100,32 @@ impl Kvs {
     }
 }
 
-/// Serves rank `rank` on `sock` until it closes the connection.
+/// Serves rank `rank` on `sock` until it closes the connection; then, if
+/// the rank had joined (PMI init) and not finalized, reports that it left.
 pub fn serve(rank: usize, sock: UnixStream, kvs: Arc<Kvs>, events: Sender<Event>) {
     let Ok(mut out) = sock.try_clone() else {
         return;
     };
     let mut reader = BufReader::new(sock);
+    let mut joined = false;
     loop {
         let mut text = String::new();
         match Read::by_ref(&mut reader)
             .take(MAX_LINE as u64 + 1)
             .read_line(&mut text)
         {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
         let reply = match Line::parse(&text) {
-            Ok(line) => answer(rank, &line, &kvs, &events),
+            Ok(line) => {
+                match line.cmd() {
+                    "init" => joined = true,
+                    "finalize" => joined = false,
+                    _ => {}
+                }
+                answer(rank, &line, &kvs, &events)
+            }
             Err(e) => {
                 eprintln!("weftrun: rank {rank} sent a malformed PMI line: {e}");
                 Some(
@@ -128,9 +137,12 @@ pub fn serve(rank: usize, sock: UnixStream, kvs: Arc<Kvs>, events: Sender<Event>
         };
         if let Some(r) = reply {
             if out.write_all(r.to_text().as_bytes()).is_err() {
-                return;
+                break;
             }
         }
+    }
+    if joined {
+        let _ = events.send(Event::Left { rank });
     }
 }
 
