@@ -621,8 +621,8 @@ impl VerbsTransport {
     /// Fails the queue pairs toward peers that can no longer answer: an
     /// on-node peer whose process ended with requests in flight, or a peer
     /// on another node that the launcher says left the job or that left a
-    /// signaled request unanswered for [`RESPONSE_LIMIT`]. The queue pair moves to the error state, which
-    /// flushes what it still holds.
+    /// signaled request unanswered for [`RESPONSE_LIMIT`]. The queue pair
+    /// moves to the error state, which flushes what it still holds.
     fn drop_unreachable(&self, st: &mut State) {
         for pe in 0..self.size {
             self.drop_if_unreachable(st, pe);
