@@ -26,11 +26,11 @@ impl Bootstrap {
     pub(crate) fn from_env() -> Result<Bootstrap, String> {
         match PmiEnv::from_lookup(|k| std::env::var(k).ok())? {
             Some(env) => {
-                let pmi = PmiClient::connect(&env)?;
                 let exits = match std::env::var("WEFT_EXITS_FD") {
-                    Ok(v) => Some(Arc::new(exit_view(&v, pmi.size())?)),
+                    Ok(v) => Some(Arc::new(exit_view(&v, env.size)?)),
                     Err(_) => None,
                 };
+                let pmi = PmiClient::connect(&env)?;
                 Ok(Bootstrap {
                     rank: pmi.rank(),
                     size: pmi.size(),

@@ -142,6 +142,32 @@ fn a_malformed_pmi_environment_is_an_error() {
 }
 
 #[test]
+fn a_bad_exit_board_is_an_error_and_a_stale_one_does_not_reach_the_ranks() {
+    let out = Command::new(weft_check())
+        .arg("wait")
+        .env("PMI_FD", "99")
+        .env("PMI_RANK", "0")
+        .env("PMI_SIZE", "1")
+        .env("WEFT_EXITS_FD", "98")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("WEFT_EXITS_FD=98: 98 is not an open descriptor"),
+        "{err}"
+    );
+    // weftrun started where the variable is set (by a rank of another job)
+    // gives its own ranks none.
+    let job = run(
+        &["-n", "2", &weft_check_arg(), "wait"],
+        &[("WEFT_EXITS_FD", "98")],
+        "",
+    );
+    assert_eq!(job.code, Some(0), "{}", job.stderr);
+}
+
+#[test]
 fn the_examples_run_under_weftrun() {
     for (prog, args, expect) in [
         ("hello", &[][..], "hello from PE 3 of 4"),

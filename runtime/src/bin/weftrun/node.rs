@@ -150,7 +150,6 @@ fn spawn(
         .env("PMI_FD", child_fd.to_string())
         .env("PMI_RANK", rank.to_string())
         .env("PMI_SIZE", spec.size.to_string())
-        .envs(spec.exits.map(|fd| ("WEFT_EXITS_FD", fd.to_string())))
         .stdin(if rank == 0 {
             Stdio::piped()
         } else {
@@ -158,6 +157,12 @@ fn spawn(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // A board descriptor named in this process's own environment (weftrun
+    // started by a rank of another job) is not the ranks'.
+    match spec.exits {
+        Some(fd) => cmd.env("WEFT_EXITS_FD", fd.to_string()),
+        None => cmd.env_remove("WEFT_EXITS_FD"),
+    };
     if let Some(dir) = spec.cwd {
         cmd.current_dir(dir);
     }
