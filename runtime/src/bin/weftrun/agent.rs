@@ -232,6 +232,9 @@ fn supervise(
                     continue;
                 };
                 let rank = ranks.ranks[i].rank;
+                if kvs.in_job(rank) {
+                    send(Msg::Left { rank: rank as u32 });
+                }
                 let failure = node::describe_exit(rank, pid, Some(host), status);
                 send(Msg::Exited {
                     rank: rank as u32,
@@ -244,7 +247,6 @@ fn supervise(
                 code,
                 msg,
             }),
-            Event::Left { rank } => send(Msg::Left { rank: rank as u32 }),
             Event::Link(Msg::Left { rank }) => {
                 if let Some(b) = &board {
                     b.mark(rank as usize);

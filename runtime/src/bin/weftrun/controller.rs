@@ -264,6 +264,11 @@ pub fn run(args: &Args, hosts: &[Host]) -> Result<i32, String> {
                                 let _ = l.send(&left);
                             }
                         }
+                    } else {
+                        eprintln!(
+                            "weftrun: the agent on {} says rank {rank} left, but it does not run it",
+                            s.host
+                        );
                     }
                 }
                 Msg::Abort { rank, code, msg } => {

@@ -240,8 +240,7 @@ fn run_here(args: &Args, n: usize) -> Result<i32, String> {
                     kill_at = Some(Instant::now() + grace);
                 }
             }
-            // Ranks find a peer of their own node gone by its process.
-            Event::Left { .. } | Event::Link(_) | Event::LinkLost(_) => {}
+            Event::Link(_) | Event::LinkLost(_) => {}
         }
     }
     ranks.finish_output();

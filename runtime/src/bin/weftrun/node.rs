@@ -25,9 +25,6 @@ pub enum Event {
     Signal(i32),
     /// A rank called PMI abort.
     Abort { rank: usize, code: i32, msg: String },
-    /// A rank that joined the job through PMI closed its connection
-    /// without finalizing: it left the job, by exiting or dying.
-    Left { rank: usize },
     /// The controller sent a message (agents only).
     Link(Msg),
     /// The link to the controller failed (agents only).

@@ -3,7 +3,7 @@
 //! multi-node job the node's agent passes each barrier up to the controller
 //! (an [`Uplink`]) with the pairs its ranks put, and gets back everyone's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -39,6 +39,8 @@ struct KvsState {
     arrived: usize,
     generation: u64,
     failed: Option<String>,
+    /// Ranks that joined (PMI init) and have not finalized.
+    joined: HashSet<usize>,
 }
 
 impl Kvs {
@@ -61,9 +63,17 @@ impl Kvs {
                 arrived: 0,
                 generation: 0,
                 failed: None,
+                joined: HashSet::new(),
             }),
             barrier_done: Condvar::new(),
         })
+    }
+
+    /// Whether `rank` joined the job (PMI init) and has not finalized: if
+    /// it has ended, it left the job. Its answer is final by then, since a
+    /// rank waits for the reply to both calls.
+    pub fn in_job(&self, rank: usize) -> bool {
+        self.state.lock().joined.contains(&rank)
     }
 
     fn put(&self, key: &str, value: &str) {
@@ -100,32 +110,23 @@ impl Kvs {
     }
 }
 
-/// Serves rank `rank` on `sock` until it closes the connection; then, if
-/// the rank had joined (PMI init) and not finalized, reports that it left.
+/// Serves rank `rank` on `sock` until it closes the connection.
 pub fn serve(rank: usize, sock: UnixStream, kvs: Arc<Kvs>, events: Sender<Event>) {
     let Ok(mut out) = sock.try_clone() else {
         return;
     };
     let mut reader = BufReader::new(sock);
-    let mut joined = false;
     loop {
         let mut text = String::new();
         match Read::by_ref(&mut reader)
             .take(MAX_LINE as u64 + 1)
             .read_line(&mut text)
         {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
         let reply = match Line::parse(&text) {
-            Ok(line) => {
-                match line.cmd() {
-                    "init" => joined = true,
-                    "finalize" => joined = false,
-                    _ => {}
-                }
-                answer(rank, &line, &kvs, &events)
-            }
+            Ok(line) => answer(rank, &line, &kvs, &events),
             Err(e) => {
                 eprintln!("weftrun: rank {rank} sent a malformed PMI line: {e}");
                 Some(
@@ -137,12 +138,9 @@ pub fn serve(rank: usize, sock: UnixStream, kvs: Arc<Kvs>, events: Sender<Event>
         };
         if let Some(r) = reply {
             if out.write_all(r.to_text().as_bytes()).is_err() {
-                break;
+                return;
             }
         }
-    }
-    if joined {
-        let _ = events.send(Event::Left { rank });
     }
 }
 
@@ -155,10 +153,13 @@ fn answer(rank: usize, l: &Line, kvs: &Kvs, events: &Sender<Event>) -> Option<Li
         )
     };
     Some(match l.cmd() {
-        "init" => Line::new("response_to_init")
-            .with("pmi_version", 1)
-            .with("pmi_subversion", 1)
-            .with("rc", 0),
+        "init" => {
+            kvs.state.lock().joined.insert(rank);
+            Line::new("response_to_init")
+                .with("pmi_version", 1)
+                .with("pmi_subversion", 1)
+                .with("rc", 0)
+        }
         "get_maxes" => Line::new("maxes")
             .with("kvsname_max", KVSNAME_MAX)
             .with("keylen_max", KEYLEN_MAX)
@@ -197,7 +198,10 @@ fn answer(rank: usize, l: &Line, kvs: &Kvs, events: &Sender<Event>) -> Option<Li
             Ok(()) => Line::new("barrier_out").with("rc", 0),
             Err(e) => return bad("barrier_out", &e),
         },
-        "finalize" => Line::new("finalize_ack").with("rc", 0),
+        "finalize" => {
+            kvs.state.lock().joined.remove(&rank);
+            Line::new("finalize_ack").with("rc", 0)
+        }
         "abort" => {
             let code = l.get("exitcode").and_then(|c| c.parse().ok()).unwrap_or(1);
             let msg = l.get("error_msg").unwrap_or("").to_owned();
