@@ -10,8 +10,8 @@
 #     second VM, whose agent joins by hand (weftrun --join) with the job's
 #     secret. Ranks reach their node's peers through shared memory and the
 #     other node's through verbs. One CPU each keeps the two VMs' emulated
-#     CPUs to this machine's two cores (the suites took 0.7 of the time with
-#     two each), and a node of two ranks on one CPU runs crowded.
+#     CPUs to this machine's two cores (with two each the suites took 1.4
+#     times as long), and a node of two ranks on one CPU runs crowded.
 # Under emulation the suite is built with the `checked` profile (optimized,
 # with debug assertions), scales down its iteration counts and sizes
 # (WEFT_TEST_EMULATED) and gives each PE a 16 MiB heap: the emulated CPU
