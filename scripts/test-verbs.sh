@@ -4,14 +4,11 @@
 #  1. boots a small VM with a Soft-RoCE device (scripts/rxe-vm) and runs the
 #     one-sided, two-sided, collective and failure tests inside it with
 #     WEFT_TRANSPORT=verbs, plus the verbs transport's own tests;
-#  2. boots two linked VMs, each with its own rxe0 and one emulated CPU, and
-#     runs the same suites as two-node jobs: weftrun in the first VM is the
-#     controller, every job of two or more ranks puts half its ranks on the
-#     second VM, whose agent joins by hand (weftrun --join) with the job's
-#     secret. Ranks reach their node's peers through shared memory and the
-#     other node's through verbs. One CPU each keeps the two VMs' emulated
-#     CPUs to this machine's two cores (with two each the suites took 1.4
-#     times as long), and a node of two ranks on one CPU runs crowded.
+#  2. boots two linked VMs, each with its own rxe0, and runs the same suites
+#     as two-node jobs: weftrun in the first VM is the controller, every job
+#     of two or more ranks puts half its ranks on the second VM, whose agent
+#     joins by hand (weftrun --join) with the job's secret. Ranks reach their
+#     node's peers through shared memory and the other node's through verbs.
 # Under emulation the suite is built with the `checked` profile (optimized,
 # with debug assertions), scales down its iteration counts and sizes
 # (WEFT_TEST_EMULATED) and gives each PE a 16 MiB heap: the emulated CPU
@@ -57,7 +54,7 @@ od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$pair/job.key"
 chmod 600 "$pair/job.key"
 weftrun=$CARGO_TARGET_DIR/checked/weftrun
 pair_tests=$(echo "$tests" | grep -v /weft_transport-)
-scripts/rxe-vm pair --cpus 1 --mem 2048 --timeout 3000 -- "
+scripts/rxe-vm pair --mem 2048 --timeout 3000 -- "
     set -e
     $common WEFT_TEST_HOSTS=rxe-vm-0,rxe-vm-1 WEFT_TEST_PORT=7700 WEFT_TEST_SECRET_FILE=$pair/job.key
     for t in $(echo $pair_tests); do
