@@ -24,6 +24,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+/// The name of a board's memory file, and how `/proc/self/fd` shows it.
+const BOARD_NAME: &std::ffi::CStr = c"weft-exits";
+const BOARD_LINK: &str = "/memfd:weft-exits";
+
 /// A shared mapping of a board's bytes.
 struct Mapping {
     ptr: NonNull<AtomicU8>,
@@ -84,7 +88,7 @@ impl ExitBoard {
     pub fn create(size: usize) -> io::Result<ExitBoard> {
         let len = size.max(1);
         // SAFETY: the name is a NUL-terminated literal.
-        let raw = unsafe { libc::memfd_create(c"weft-exits".as_ptr(), libc::MFD_CLOEXEC) };
+        let raw = unsafe { libc::memfd_create(BOARD_NAME.as_ptr(), libc::MFD_CLOEXEC) };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -130,34 +134,39 @@ impl ExitView {
     /// Takes descriptor `fd`, passed by the launcher, maps read-only the
     /// board of a job of `size` PEs it holds, and closes it.
     pub fn inherit(fd: RawFd, size: usize) -> io::Result<ExitView> {
-        // SAFETY: F_GETFD only reads the descriptor's flags.
-        if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-            return Err(io::Error::new(
+        // The descriptor is taken, and closed, only once it is known to be a
+        // board: a wrong number (say 1) must not close the program's stdout.
+        let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).map_err(|_| {
+            io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("{fd} is not an open descriptor"),
+            )
+        })?;
+        if !link.to_string_lossy().starts_with(BOARD_LINK) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("descriptor {fd} is {}, not an exit board", link.display()),
             ));
         }
-        // SAFETY: `fd` is open (checked above), and the launcher passed it to
-        // this process to take; nothing else here owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // SAFETY: `st` is plain data that fstat fills in.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: `fd` is open and `st` a valid out-pointer.
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        // SAFETY: `fd` is open (its /proc link exists) and `st` a valid out-pointer.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
             return Err(io::Error::last_os_error());
         }
         let len = size.max(1);
-        let regular = st.st_mode & libc::S_IFMT == libc::S_IFREG;
-        if !regular || u64::try_from(st.st_size).unwrap_or(0) < len as u64 {
+        if u64::try_from(st.st_size).unwrap_or(0) < len as u64 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "descriptor {} is not a board for {size} PEs ({} bytes)",
-                    fd.as_raw_fd(),
+                    "descriptor {fd} is a board of {} bytes, too small for {size} PEs",
                     st.st_size
                 ),
             ));
         }
+        // SAFETY: `fd` is open and is a board (checked above), which the
+        // launcher passed to this process to take; nothing else here owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let map = Mapping::new(&fd, len, libc::PROT_READ)?;
         Ok(ExitView { map })
     }
@@ -209,7 +218,13 @@ mod tests {
         assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
         let err = ExitView::inherit(fds[0], 2).err().unwrap();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
-        // SAFETY: the write end is ours; inherit took and closed the read end.
-        unsafe { libc::close(fds[1]) };
+        // A descriptor that is not a board is left open.
+        for fd in fds {
+            // SAFETY: F_GETFD reads flags; both ends are ours to close.
+            unsafe {
+                assert!(libc::fcntl(fd, libc::F_GETFD) >= 0);
+                libc::close(fd);
+            }
+        }
     }
 }
