@@ -37,7 +37,7 @@ common="export WEFT_TEST_EMULATED=1 TWOSIDED_STRESS_SECONDS=10 WEFT_SYMMETRIC_SI
         echo \"== \$t\"
         case \$t in
             */weft_transport-*)
-                \$t --ignored --test-threads=1 verbs | tee /tmp/verbs-tests
+                \$t --include-ignored --test-threads=1 verbs | tee /tmp/verbs-tests
                 grep -q '^test result: ok' /tmp/verbs-tests && grep -q '^test verbs::' /tmp/verbs-tests ||
                     { echo 'test-verbs: the verbs transport tests failed or did not run'; exit 1; } ;;
             *) \$t --test-threads=1 --nocapture ;;

@@ -1,6 +1,6 @@
 //! Errors of every public operation: which rank, which operation, what cause.
 
-use weft_transport::TransportError;
+use weft_transport::{Gone, TransportError};
 
 /// The result type of Weft's operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -125,11 +125,14 @@ pub enum Cause {
         /// The panic message.
         message: String,
     },
-    /// A peer this operation depends on has exited.
-    #[error("PE {pe} has exited")]
+    /// A peer this operation depends on is gone: its process ended or it
+    /// stopped answering.
+    #[error("PE {pe} {how}")]
     PeerGone {
         /// The PE that is gone.
         pe: usize,
+        /// How that was found.
+        how: Gone,
     },
     /// The progress engine stopped after an earlier error.
     #[error("the progress engine stopped after an earlier error: {0}")]

@@ -46,6 +46,7 @@ pub use symvec::SymVec;
 pub use team::{Reduction, Team, UserOp};
 pub use weft_collectives::op::{Element, ReduceOp};
 pub use weft_collectives::{Algorithm, Collective};
+pub use weft_transport::Gone;
 pub use world::World;
 
 /// Joins the job this process was started in: PMI-1 from `weftrun` or

@@ -1,4 +1,35 @@
+use std::fmt;
 use std::io;
+use std::time::Duration;
+
+/// How a peer was found to be gone.
+///
+/// ```
+/// use weft_transport::Gone;
+/// assert_eq!(Gone::Exited.to_string(), "has exited");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gone {
+    /// Its process ended: seen on this node, or reported by the launcher.
+    Exited,
+    /// It left a request unanswered for this long (a peer on another node
+    /// whose adapter never reported the request failed).
+    Silent(Duration),
+    /// The adapter's transport retries toward it ran out.
+    RetriesExceeded,
+}
+
+impl fmt::Display for Gone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Gone::Exited => f.write_str("has exited"),
+            Gone::Silent(d) => write!(f, "left a request unanswered for {} s", d.as_secs()),
+            Gone::RetriesExceeded => {
+                f.write_str("stopped answering (the adapter's transport retries ran out)")
+            }
+        }
+    }
+}
 
 /// What went wrong inside a transport. The runtime wraps it in an error that
 /// names the rank and the operation.
@@ -85,11 +116,13 @@ pub enum TransportError {
         /// Why.
         reason: String,
     },
-    /// The peer's process has ended.
-    #[error("PE {peer} has exited")]
+    /// The peer is gone: its process ended or it stopped answering.
+    #[error("PE {peer} {how}")]
     PeerGone {
         /// The PE that is gone.
         peer: usize,
+        /// How that was found.
+        how: Gone,
     },
     /// A system call failed.
     #[error("{call}({what}): {source}")]

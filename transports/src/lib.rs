@@ -24,5 +24,5 @@ pub mod verbs;
 mod error;
 mod transport;
 
-pub use error::TransportError;
+pub use error::{Gone, TransportError};
 pub use transport::{AtomicOp, AtomicWidth, Caps, Message, Transport};

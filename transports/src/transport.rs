@@ -1,6 +1,6 @@
 use std::os::fd::RawFd;
 
-use crate::TransportError;
+use crate::{Gone, TransportError};
 
 /// What a transport can do; the runtime routes and sizes operations by it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -208,9 +208,10 @@ pub trait Transport: Send + Sync {
         })
     }
 
-    /// Whether `peer`'s process is still running, as far as this transport
-    /// can tell. Waiters use it to turn a dead peer into an error.
-    fn peer_alive(&self, peer: usize) -> bool;
+    /// How `peer` is gone, if this transport can tell that it is: its
+    /// process ended, or it stopped answering. Waiters use it to turn a
+    /// lost peer into an error.
+    fn peer_gone(&self, peer: usize) -> Option<Gone>;
 
     /// A descriptor that becomes readable when this transport has a
     /// completion or a message after [`Transport::arm`], so that a waiter

@@ -158,8 +158,8 @@ impl Engine {
             if d & COUNT == back || d & ABANDONED != 0 {
                 break d & COUNT;
             }
-            if !lane.peer_alive(source) {
-                return Err(TransportError::PeerGone { peer: source }.into());
+            if let Some(how) = lane.peer_gone(source) {
+                return Err(TransportError::PeerGone { peer: source, how }.into());
             }
             backoff.snooze();
         };

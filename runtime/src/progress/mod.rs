@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
-use weft_transport::{Transport, TransportError};
+use weft_transport::{Gone, Transport, TransportError};
 
 use crate::am::{AmContext, Handlers};
 use crate::error::{Cause, Error, Result};
@@ -581,8 +581,8 @@ impl Engine {
                         return r.map_err(|c| self.error(op, c));
                     }
                     drop(st);
-                    if let Some(pe) = self.dead_peer(watch) {
-                        return Err(self.error(op, Cause::PeerGone { pe }));
+                    if let Some((pe, how)) = self.dead_peer(watch) {
+                        return Err(self.error(op, Cause::PeerGone { pe, how }));
                     }
                 }
             }
@@ -661,8 +661,14 @@ impl Engine {
         (silent.is_none() && !fds.is_empty()).then_some(fds)
     }
 
-    fn dead_peer(&self, watch: Watch<'_>) -> Option<usize> {
-        self.find_watched(watch, |pe| !self.lane_of(pe).peer_alive(pe))
+    /// The first peer `watch` names that is gone, and how.
+    fn dead_peer(&self, watch: Watch<'_>) -> Option<(usize, Gone)> {
+        let mut how = None;
+        let pe = self.find_watched(watch, |pe| {
+            how = self.lane_of(pe).peer_gone(pe);
+            how.is_some()
+        })?;
+        how.map(|how| (pe, how))
     }
 
     /// The first peer `watch` names, this PE aside, for which `f` holds.

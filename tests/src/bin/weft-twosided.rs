@@ -692,7 +692,7 @@ fn exit_early(world: &World) -> Check {
     expect_cause(
         r,
         "recv",
-        |c| matches!(c, Cause::PeerGone { pe } if *pe == n - 1),
+        |c| matches!(c, Cause::PeerGone { pe, .. } if *pe == n - 1),
     )?;
     // Stay a while, so that the other survivors see only the PE that left
     // (a peer on another node is found gone by probes, a little later on

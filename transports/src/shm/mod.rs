@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 
 pub use segment::Segment;
 
-use crate::{AtomicOp, AtomicWidth, Caps, Message, Transport, TransportError};
+use crate::{AtomicOp, AtomicWidth, Caps, Gone, Message, Transport, TransportError};
 use process::PeerProcess;
 use ring::{Consumer, Producer, MAX_PAYLOAD, RING_BYTES};
 
@@ -437,8 +437,9 @@ impl Transport for ShmTransport {
         self.peer(peer)?.process.write(addr, src)
     }
 
-    fn peer_alive(&self, peer: usize) -> bool {
-        self.peer(peer).map_or(true, |p| p.process.alive())
+    fn peer_gone(&self, peer: usize) -> Option<Gone> {
+        let alive = self.peer(peer).map_or(true, |p| p.process.alive());
+        (!alive).then_some(Gone::Exited)
     }
 
     fn send(&self, peer: usize, header: u64, payload: &[u8]) -> Result<(), TransportError> {

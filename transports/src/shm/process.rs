@@ -5,7 +5,7 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use crate::TransportError;
+use crate::{Gone, TransportError};
 
 /// A peer process, by pid, watched through a pidfd when the kernel has them.
 pub(crate) struct PeerProcess {
@@ -109,7 +109,10 @@ impl PeerProcess {
                             reason: err.to_string(),
                         }
                     }
-                    Some(libc::ESRCH) => TransportError::PeerGone { peer: self.peer },
+                    Some(libc::ESRCH) => TransportError::PeerGone {
+                        peer: self.peer,
+                        how: Gone::Exited,
+                    },
                     Some(_) => TransportError::Malformed {
                         peer: self.peer,
                         detail: format!(

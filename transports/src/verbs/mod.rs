@@ -48,6 +48,7 @@ mod address;
 mod area;
 mod device;
 mod ffi;
+mod stall;
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::RawFd;
@@ -59,10 +60,11 @@ use parking_lot::Mutex;
 use self::address::Address;
 use self::area::{Area, Layout};
 use self::device::{Completion, Device, Endpoint, MemoryRegion, QueuePair, WorkRequest};
+use self::stall::Stall;
 use crate::backoff::Backoff;
 use crate::exits::ExitView;
 use crate::shm::{node_id, process::PeerProcess, Segment, SegmentLayout};
-use crate::{AtomicOp, AtomicWidth, Caps, Message, Transport, TransportError};
+use crate::{AtomicOp, AtomicWidth, Caps, Gone, Message, Transport, TransportError};
 
 /// Bytes of a receive buffer: the 8-byte header and the payload.
 const RECV_SIZE: usize = 8192;
@@ -97,7 +99,8 @@ const POLLS: u32 = 4096;
 /// How often an idle peer on another node is probed while someone waits on it.
 const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a signaled request to a peer on another node may go without a
-/// completion before the peer counts as gone. The queue pairs' own retry
+/// completion, while this PE watches (see [`stall`]), before the peer
+/// counts as gone. The queue pairs' own retry
 /// budget (timeout 16, 7 retries: about 2 s) should report a silent peer
 /// first; some devices (Soft-RoCE among them) never complete requests to a
 /// queue pair that was destroyed, so this bounds the wait.
@@ -177,9 +180,14 @@ const PEER_EXITED: u32 = u32::MAX;
 /// request unanswered for [`RESPONSE_LIMIT`].
 const PEER_SILENT: u32 = u32::MAX - 1;
 
-/// Whether a failure with `status` means the peer is gone.
-fn gone(status: u32) -> bool {
-    status == PEER_EXITED || status == PEER_SILENT || device::WC_RETRY_EXCEEDED.contains(&status)
+/// How the peer is gone, if a failure with `status` means it is.
+fn gone(status: u32) -> Option<Gone> {
+    match status {
+        PEER_EXITED => Some(Gone::Exited),
+        PEER_SILENT => Some(Gone::Silent(RESPONSE_LIMIT)),
+        s if device::WC_RETRY_EXCEEDED.contains(&s) => Some(Gone::RetriesExceeded),
+        _ => None,
+    }
 }
 
 /// A failed queue pair: every request from `seq` on failed.
@@ -205,12 +213,11 @@ struct Lane {
     consumed: u64,
     reported: u64,
     last_probe: Option<Instant>,
-    /// Since when timed requests have been waiting with nothing retiring,
-    /// and how many had retired then. Set by the checks for unreachable
-    /// peers, so that posting and waiting never read the clock (in a
-    /// virtual machine without a stable TSC every reading is an emulated
-    /// timer access).
-    stalled: Option<(Instant, u64)>,
+    /// How long timed requests have been waiting with nothing retiring,
+    /// while watched. Kept by the checks for unreachable peers, so that
+    /// posting and waiting never read the clock (in a virtual machine
+    /// without a stable TSC every reading is an emulated timer access).
+    stalled: Option<Stall>,
 }
 
 impl Lane {
@@ -517,8 +524,8 @@ impl VerbsTransport {
 
     /// The error for a request to `pe` that failed as `f` says.
     fn failure(&self, pe: usize, f: &Failure) -> TransportError {
-        if gone(f.status) {
-            TransportError::PeerGone { peer: pe }
+        if let Some(how) = gone(f.status) {
+            TransportError::PeerGone { peer: pe, how }
         } else {
             TransportError::Completion {
                 peer: pe,
@@ -643,17 +650,10 @@ impl VerbsTransport {
                     lane.stalled = None;
                     return;
                 }
-                let retired = lane.retired();
-                match lane.stalled {
-                    Some((since, seen)) if seen == retired => {
-                        if since.elapsed() < RESPONSE_LIMIT {
-                            return;
-                        }
-                    }
-                    _ => {
-                        lane.stalled = Some((Instant::now(), retired));
-                        return;
-                    }
+                let (now, retired) = (Instant::now(), lane.retired());
+                let stall = lane.stalled.get_or_insert_with(|| Stall::new(now, retired));
+                if stall.check(now, retired) < RESPONSE_LIMIT {
+                    return;
                 }
                 PEER_SILENT
             }
@@ -1200,24 +1200,24 @@ impl Transport for VerbsTransport {
             .map_err(|e| os("ibv_req_notify_cq", "the completion queues", e))
     }
 
-    fn peer_alive(&self, peer: usize) -> bool {
-        let Some(p) = self.peers.get(peer) else {
-            return false;
-        };
+    fn peer_gone(&self, peer: usize) -> Option<Gone> {
+        let p = self.peers.get(peer)?;
         if let Some(process) = &p.process {
-            return process.alive();
+            return (!process.alive()).then_some(Gone::Exited);
         }
         if self.left(peer) {
-            return false;
+            return Some(Gone::Exited);
         }
         let mut st = self.state.lock();
+        // A failure to poll is this device's, not the peer's: the poll of
+        // whoever waits reports it.
         if self.reap(&mut st).is_err() {
-            return false;
+            return None;
         }
         self.drop_if_unreachable(&mut st, peer);
         let lane = &st.lanes[peer];
         if let Some(f) = &lane.failed {
-            return !gone(f.status);
+            return gone(f.status);
         }
         // Nothing in flight expects an answer that would reveal a lost peer:
         // probe it with an empty signaled write, which fails after the retry
@@ -1236,7 +1236,7 @@ impl Transport for VerbsTransport {
             };
             let _ = self.post(&mut st, peer, "probe", wr, Mode::Wait, Action::None);
         }
-        true
+        None
     }
 
     fn poll(&self, sink: &mut dyn FnMut(Message<'_>)) -> Result<usize, TransportError> {
