@@ -63,9 +63,10 @@ impl TeamIds {
     }
 }
 
-/// The network the selection rule assumes: every PE of a job reaches every
-/// other through shared memory.
+/// The network the selection rule assumes for a team on one node.
 static ON_NODE: LazyLock<Network> = LazyLock::new(|| Network::of(&LogGP::SHARED_MEMORY));
+/// The network the selection rule assumes for a team on several nodes.
+static ACROSS_NODES: LazyLock<Network> = LazyLock::new(|| Network::of(&LogGP::CLUSTER));
 
 /// Cached schedules per team, dropped wholesale when full.
 const CACHE_LIMIT: usize = 256;
@@ -81,9 +82,8 @@ pub(crate) struct TeamInner {
     calls: AtomicU64,
     /// The world team's flat path for small calls, when the job has one.
     flat: Option<flat::Region>,
-    /// Every member runs on this node, which has more PEs than cores
-    /// ([`runs_crowded`]).
-    crowded: bool,
+    /// Where the members run, which steers the choice of algorithms.
+    placement: Placement,
     schedules: Mutex<HashMap<(Call, Algorithm), Arc<Schedule>>>,
     ids: Arc<Mutex<TeamIds>>,
     /// Scratch space of collective runs, shared by the PE's teams.
@@ -98,7 +98,7 @@ impl TeamInner {
         ids: Arc<Mutex<TeamIds>>,
         scratch: Arc<ScratchPool>,
         flat: Option<flat::Region>,
-        crowded: bool,
+        placement: Placement,
     ) -> Arc<TeamInner> {
         ids.lock().used[id as usize / 64] |= 1 << (id % 64);
         Arc::new(TeamInner {
@@ -107,7 +107,7 @@ impl TeamInner {
             me,
             calls: AtomicU64::new(0),
             flat,
-            crowded,
+            placement,
             schedules: Mutex::new(HashMap::new()),
             ids,
             scratch,
@@ -128,18 +128,38 @@ impl TeamInner {
     }
 }
 
-/// Whether a team of `members` runs crowded: every member on this node,
-/// which has more PEs than cores (`oversubscribed`). Crowded members pick
-/// some algorithms differently ([`select::choose_crowded`]), so every member
-/// must give the same answer: on one node they all see the same count of
-/// PEs and cores, and a team on several nodes is never crowded, however its
-/// nodes are loaded.
-pub(crate) fn runs_crowded(
-    oversubscribed: bool,
-    on_node: &[bool],
-    mut members: impl Iterator<Item = usize>,
-) -> bool {
-    oversubscribed && members.all(|pe| on_node[pe])
+/// Where a team's members run, as far as the choice of algorithms goes.
+/// Every member must see the same placement, since they must all pick the
+/// same algorithm: whether the team spans nodes is the same seen from any
+/// of them, and on one node they all count the same PEs and cores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// Every member on one node, with no more PEs than cores: algorithms
+    /// are chosen for shared memory.
+    Node,
+    /// Every member on one node, which has more PEs than cores: some
+    /// algorithms are chosen differently ([`select::choose_crowded`]).
+    CrowdedNode,
+    /// Members on several nodes: algorithms are chosen for a cluster's
+    /// network, however its nodes are loaded.
+    Nodes,
+}
+
+impl Placement {
+    /// The placement of a team of `members`, seen from a PE for which
+    /// `on_node[pe]` says whether `pe` runs on its node, which has more PEs
+    /// than cores if `oversubscribed`.
+    pub(crate) fn of(
+        oversubscribed: bool,
+        on_node: &[bool],
+        mut members: impl Iterator<Item = usize>,
+    ) -> Placement {
+        match (members.all(|pe| on_node[pe]), oversubscribed) {
+            (false, _) => Placement::Nodes,
+            (true, true) => Placement::CrowdedNode,
+            (true, false) => Placement::Node,
+        }
+    }
 }
 
 impl Drop for TeamInner {
@@ -347,8 +367,11 @@ impl<'w> Team<'w> {
             };
             let (algorithm, forced) = match w.config().algorithm_for(a.collective) {
                 Some(f) => (f, true),
-                None if self.inner.crowded => (select::choose_crowded(&call, &ON_NODE), false),
-                None => (select::choose(&call, &ON_NODE), false),
+                None => match self.inner.placement {
+                    Placement::Node => (select::choose(&call, &ON_NODE), false),
+                    Placement::CrowdedNode => (select::choose_crowded(&call, &ON_NODE), false),
+                    Placement::Nodes => (select::choose(&call, &ACROSS_NODES), false),
+                },
             };
             let schedule = self.inner.schedule(call, algorithm).map_err(|e| {
                 if forced {
@@ -510,7 +533,9 @@ impl<'w> Team<'w> {
         if let Some(flat) = &self.inner.flat {
             let forced = w.config().algorithm_for(a.collective).is_some();
             let parts = match &e.checked {
-                Ok(()) if !forced => flat.parts(&e.sig, self.inner.crowded),
+                Ok(()) if !forced => {
+                    flat.parts(&e.sig, self.inner.placement == Placement::CrowdedNode)
+                }
                 _ => None,
             };
             match parts {
@@ -776,7 +801,7 @@ impl<'w> Team<'w> {
 
     fn child(&self, id: u32, members: Vec<usize>, me: usize) -> Team<'w> {
         let w = self.world;
-        let crowded = runs_crowded(
+        let placement = Placement::of(
             w.engine().oversubscribed(),
             w.on_node(),
             members.iter().copied(),
@@ -790,7 +815,7 @@ impl<'w> Team<'w> {
                 self.inner.ids.clone(),
                 self.inner.scratch.clone(),
                 None,
-                crowded,
+                placement,
             ),
         }
     }
@@ -1079,18 +1104,24 @@ impl<'s, 'w> Scope<'s, 'w> {
 
 #[cfg(test)]
 mod tests {
-    use super::runs_crowded;
+    use super::Placement;
 
     #[test]
-    fn only_a_team_all_on_a_crowded_node_runs_crowded() {
+    fn every_member_sees_the_same_placement() {
         // PEs 0-2 on this node, 3 on another.
         let on_node = [true, true, true, false];
-        assert!(runs_crowded(true, &on_node, [0, 1, 2].into_iter()));
-        assert!(runs_crowded(true, &on_node, [1].into_iter()));
-        assert!(!runs_crowded(true, &on_node, 0..4));
-        assert!(!runs_crowded(true, &on_node, [2, 3].into_iter()));
-        assert!(!runs_crowded(false, &on_node, [0, 1, 2].into_iter()));
-        // PE 3's node, not crowded, answers the same for the team of all.
-        assert!(!runs_crowded(false, &[false, false, false, true], 0..4));
+        let of = |over, members: &[usize]| Placement::of(over, &on_node, members.iter().copied());
+        assert_eq!(of(true, &[0, 1, 2]), Placement::CrowdedNode);
+        assert_eq!(of(true, &[1]), Placement::CrowdedNode);
+        assert_eq!(of(false, &[0, 1, 2]), Placement::Node);
+        assert_eq!(of(true, &[0, 1, 2, 3]), Placement::Nodes);
+        assert_eq!(of(false, &[2, 3]), Placement::Nodes);
+        // PE 3's node, not crowded, answers the same for the teams it is in.
+        let there = [false, false, false, true];
+        assert_eq!(Placement::of(false, &there, 0..4), Placement::Nodes);
+        assert_eq!(
+            Placement::of(false, &there, [2, 3].into_iter()),
+            Placement::Nodes
+        );
     }
 }

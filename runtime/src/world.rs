@@ -67,7 +67,7 @@ impl World {
         agree_on_handlers(&mut boot, &handlers).map_err(|c| fail(rank, c))?;
         let heap = wiring.heap;
         let on_node: Box<[bool]> = wiring.on_node.into();
-        let world_crowded = team::runs_crowded(wiring.oversubscribed, &on_node, 0..size);
+        let world_placement = team::Placement::of(wiring.oversubscribed, &on_node, 0..size);
         let settings = Settings {
             eager_limit: config.eager_limit,
             single_copy: config.single_copy,
@@ -145,7 +145,7 @@ impl World {
                 TeamIds::new(),
                 Arc::default(),
                 flat,
-                world_crowded,
+                world_placement,
             ),
             on_node,
         })
