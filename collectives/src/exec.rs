@@ -184,7 +184,7 @@ impl<P> Run<P> {
                 let (src, dst) = (self.ptr(from), self.ptr(to));
                 // SAFETY: both regions lie in their buffers, have the same
                 // length and do not overlap (checked by the builder).
-                unsafe { std::ptr::copy_nonoverlapping(src, dst, from.len) };
+                unsafe { weft_copy::copy_nonoverlapping(src, dst, from.len) };
             }
             Local::Reduce {
                 from,

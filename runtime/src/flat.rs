@@ -680,14 +680,14 @@ impl Region {
             Collective::Barrier => {}
             Collective::Broadcast => {
                 if me != root {
-                    c.output[..b].copy_from_slice(slot(root));
+                    weft_copy::copy(&mut c.output[..b], slot(root));
                 }
             }
             Collective::Allgather | Collective::Gather => {
                 if c.sig.collective == Collective::Allgather || me == root {
                     for j in 0..p {
                         let from = if j == me { &c.input[..b] } else { slot(j) };
-                        c.output[j * b..(j + 1) * b].copy_from_slice(from);
+                        weft_copy::copy(&mut c.output[j * b..(j + 1) * b], from);
                     }
                 }
             }
@@ -697,7 +697,7 @@ impl Region {
                 } else {
                     slot(root)
                 };
-                c.output[..b].copy_from_slice(from);
+                weft_copy::copy(&mut c.output[..b], from);
             }
             Collective::Alltoall => {
                 for j in 0..p {
@@ -706,7 +706,7 @@ impl Region {
                     } else {
                         slot(j)
                     };
-                    c.output[j * b..(j + 1) * b].copy_from_slice(from);
+                    weft_copy::copy(&mut c.output[j * b..(j + 1) * b], from);
                 }
             }
             Collective::Reduce
@@ -728,7 +728,7 @@ impl Region {
                 if c.sig.collective == Collective::ReduceScatter {
                     // This member's operand is its block of the input.
                     let own = &c.input[me * b..(me + 1) * b];
-                    out.copy_from_slice(if me == 0 { own } else { slot(0) });
+                    weft_copy::copy(out, if me == 0 { own } else { slot(0) });
                     for j in 1..p {
                         comb.combine(out, if j == me { own } else { slot(j) }, false);
                     }
@@ -736,7 +736,7 @@ impl Region {
                     // The fold starts with this member's operand, in place
                     // in its output, or leaves it out (exscan).
                     if me != 0 {
-                        out.copy_from_slice(slot(0));
+                        weft_copy::copy(out, slot(0));
                     }
                     for j in 1..upto {
                         comb.combine(out, slot(j), false);
@@ -752,7 +752,7 @@ impl Region {
                     } else {
                         saved.resize(saved.len().max(b.div_ceil(8)), 0);
                         let acc = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut saved)[..b];
-                        acc.copy_from_slice(slot(0));
+                        weft_copy::copy(acc, slot(0));
                         for j in 1..me {
                             comb.combine(acc, slot(j), false);
                         }
@@ -1039,7 +1039,7 @@ unsafe fn copy_forward(from: &[u8], to: *mut u8) {
     let n = from.len();
     if n > FORWARD_LIMIT || !cfg!(target_arch = "x86_64") {
         // SAFETY: the caller's promise.
-        unsafe { std::ptr::copy_nonoverlapping(from.as_ptr(), to, n) };
+        unsafe { weft_copy::copy_nonoverlapping(from.as_ptr(), to, n) };
         return;
     }
     let mut i = 0;

@@ -162,7 +162,7 @@ impl Fill {
                     // which turns the destination into `Discard`), and
                     // `got..end` lies inside it.
                     unsafe {
-                        std::ptr::copy_nonoverlapping(
+                        weft_copy::copy_nonoverlapping(
                             bytes.as_ptr(),
                             buf.ptr.add(self.got),
                             end - self.got,
@@ -1404,7 +1404,7 @@ impl Engine {
         // request lives, and nothing else accesses it (see `Fill::write`).
         let dst = unsafe { std::slice::from_raw_parts_mut(buf.ptr, n) };
         match body {
-            BodyRef::Bytes(b) => dst.copy_from_slice(&b[..n]),
+            BodyRef::Bytes(b) => weft_copy::copy(dst, &b[..n]),
             BodyRef::Remote(rts) if n > 0 => match self.fetch(st, source, &rts, dst) {
                 Ok(true) => self.control(st, source, Kind::Fin, rts.token, &[])?,
                 Ok(false) => {

@@ -335,10 +335,10 @@ impl Transport for ShmTransport {
 
     fn put(&self, peer: usize, offset: usize, src: &[u8]) -> Result<(), TransportError> {
         let dst = self.at(peer, offset, src.len())?;
-        // SAFETY: `dst` is valid for `src.len()` bytes (`at`); `copy` allows
+        // SAFETY: `dst` is valid for `src.len()` bytes (`at`); the copy allows
         // overlap, and concurrent access to heap memory is the program's to
         // order with quiet/fence/barrier, as in OpenSHMEM.
-        unsafe { std::ptr::copy(src.as_ptr(), dst, src.len()) };
+        unsafe { weft_copy::copy_within_heap(src.as_ptr(), dst, src.len()) };
         Ok(())
     }
 
@@ -371,7 +371,7 @@ impl Transport for ShmTransport {
         let src = self.at(peer, offset, len)?;
         // SAFETY: `src` is valid for `len` bytes (`at`); `dst` is the caller's
         // promise (see the trait).
-        unsafe { std::ptr::copy(src, dst, len) };
+        unsafe { weft_copy::copy_within_heap(src, dst, len) };
         Ok(())
     }
 

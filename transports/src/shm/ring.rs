@@ -147,7 +147,7 @@ impl Producer {
             let p = self.base.add(rec);
             p.add(8).cast::<u64>().write(header);
             p.add(16).cast::<u32>().write(len);
-            std::ptr::copy_nonoverlapping(payload.as_ptr(), p.add(RECORD_HEADER), payload.len());
+            weft_copy::copy_nonoverlapping(payload.as_ptr(), p.add(RECORD_HEADER), payload.len());
         }
         word(self.base, rec).store(self.tail + 1, Ordering::Release);
     }
@@ -198,7 +198,7 @@ impl Consumer {
             // SAFETY: as above; `len` bytes after the header are inside the
             // ring and inside `buf`.
             unsafe {
-                std::ptr::copy_nonoverlapping(
+                weft_copy::copy_nonoverlapping(
                     self.base.add(rec + RECORD_HEADER),
                     self.buf.as_mut_ptr(),
                     len,

@@ -590,7 +590,7 @@ impl VerbsTransport {
                     // `get`), which has not returned yet since the request
                     // was outstanding.
                     unsafe {
-                        std::ptr::copy_nonoverlapping(self.area.slot(slot), dst as *mut u8, len)
+                        weft_copy::copy_nonoverlapping(self.area.slot(slot), dst as *mut u8, len)
                     };
                 }
             }
@@ -968,7 +968,9 @@ impl Transport for VerbsTransport {
             let slot = self.slot(&mut st)?;
             // SAFETY: the slot is this request's alone and holds BOUNCE_SIZE
             // bytes; `src` is shorter.
-            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.area.slot(slot), src.len()) };
+            unsafe {
+                weft_copy::copy_nonoverlapping(src.as_ptr(), self.area.slot(slot), src.len())
+            };
             wr.local_addr = self.area.slot(slot) as u64;
             wr.lkey = self.area.keys().1;
             Action::Free(slot)
@@ -1135,7 +1137,7 @@ impl Transport for VerbsTransport {
             // BOUNCE_SIZE > RECV_SIZE >= `len` bytes.
             unsafe {
                 std::ptr::copy_nonoverlapping(head.as_ptr(), at, head.len());
-                std::ptr::copy_nonoverlapping(payload.as_ptr(), at.add(head.len()), payload.len());
+                weft_copy::copy_nonoverlapping(payload.as_ptr(), at.add(head.len()), payload.len());
             }
             wr.local_addr = at as u64;
             wr.lkey = self.area.keys().1;
