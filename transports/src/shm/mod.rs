@@ -338,7 +338,7 @@ impl Transport for ShmTransport {
         // SAFETY: `dst` is valid for `src.len()` bytes (`at`); the copy allows
         // overlap, and concurrent access to heap memory is the program's to
         // order with quiet/fence/barrier, as in OpenSHMEM.
-        unsafe { weft_copy::copy_within_heap(src.as_ptr(), dst, src.len()) };
+        unsafe { weft_copy::copy_may_overlap(src.as_ptr(), dst, src.len()) };
         Ok(())
     }
 
@@ -371,7 +371,7 @@ impl Transport for ShmTransport {
         let src = self.at(peer, offset, len)?;
         // SAFETY: `src` is valid for `len` bytes (`at`); `dst` is the caller's
         // promise (see the trait).
-        unsafe { weft_copy::copy_within_heap(src, dst, len) };
+        unsafe { weft_copy::copy_may_overlap(src, dst, len) };
         Ok(())
     }
 
