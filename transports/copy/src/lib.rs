@@ -56,7 +56,7 @@ pub fn copy(dst: &mut [u8], src: &[u8]) {
 #[inline]
 pub unsafe fn copy_nonoverlapping(src: *const u8, dst: *mut u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
-    if len > STRING_FROM && near_alias(src, dst) && std::is_x86_feature_detected!("avx") {
+    if slow_distance(src, dst, len) && std::is_x86_feature_detected!("avx") {
         // SAFETY: the caller's promise; the processor has AVX (checked).
         unsafe { vector::copy(src, dst, len) };
         return;
@@ -83,9 +83,18 @@ pub unsafe fn copy_may_overlap(src: *const u8, dst: *mut u8, len: usize) {
     }
 }
 
+/// Whether a copy of `len` bytes from `src` to `dst` by `rep movsb` is in
+/// the slow case: longer than glibc's threshold, with `dst` 1 to 31 bytes
+/// past `src` modulo a page. The kernel's own copies (`process_vm_readv`)
+/// have it too, which callers of such copies can check with this.
+#[inline]
+pub fn slow_distance(src: *const u8, dst: *const u8, len: usize) -> bool {
+    len > STRING_FROM && near_alias(src, dst)
+}
+
 /// Whether `dst` lies 1 to `NEAR - 1` bytes past `src` modulo a page.
 #[inline]
-fn near_alias(src: *const u8, dst: *mut u8) -> bool {
+fn near_alias(src: *const u8, dst: *const u8) -> bool {
     let distance = (dst as usize).wrapping_sub(src as usize) % PAGE;
     (1..NEAR).contains(&distance)
 }
