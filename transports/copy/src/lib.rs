@@ -36,6 +36,7 @@ const PAGE: usize = 4096;
 ///
 /// # Panics
 /// If the two slices differ in length, as `copy_from_slice`.
+#[inline]
 pub fn copy(dst: &mut [u8], src: &[u8]) {
     assert_eq!(
         dst.len(),
