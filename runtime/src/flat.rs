@@ -133,9 +133,8 @@ const FORWARD_LIMIT: usize = 4 * 1024;
 /// 0.81-0.92 of the time with the claims when a line crossed the cores in
 /// 100 ns, and 0.54-0.85 when it took 500 ns; 4 KiB 0.84-0.97; 8 KiB
 /// 0.92-1.01; 16 KiB 1.05-1.10, where the claims take longer than the
-/// call's own copies hide. (On an earlier Intel host a 512 B broadcast
-/// took 0.29 µs with claims and 0.26 without, so only slots of up to 5
-/// lines were claimed.)
+/// call's own copies hide. The gain depends on the processor: on an
+/// Intel host a 512 B broadcast took 0.29 µs with claims, 0.26 without.
 const CLAIM_LIMIT: usize = FORWARD_LIMIT;
 /// Most lines of a slot fetched ahead of reading it. A member waiting for
 /// a slot of at most this many lines also fetches its data lines each time
