@@ -95,3 +95,25 @@ pub fn bruck(rank: usize, p: usize, block: usize) -> Schedule {
     b.copy(held(p - rank, p), Region::output(0, rank * block));
     b.finish(block, p * block, p * block)
 }
+
+/// Linear (large blocks, members outnumbering cores): the member's block
+/// goes to every other member and theirs come from them, all in one round,
+/// then its own is copied; a member moves whichever block's peer is
+/// running instead of waiting, step by step, for one peer to be scheduled.
+/// The same `p - 1` blocks sent and received as [`ring`].
+///
+/// ```
+/// use weft_collectives::allgather;
+/// let s = allgather::linear(0, 4, 8);
+/// assert_eq!((s.messages_sent(), s.rounds.len()), (3, 1));
+/// ```
+pub fn linear(rank: usize, p: usize, block: usize) -> Schedule {
+    let mut b = Builder::default();
+    for s in 1..p {
+        let (to, from) = ((rank + s) % p, (rank + p - s) % p);
+        b.send(to, Region::input(0, block));
+        b.recv(from, Region::output(from * block, block));
+    }
+    b.copy(Region::input(0, block), Region::output(rank * block, block));
+    b.finish(block, p * block, 0)
+}

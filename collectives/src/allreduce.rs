@@ -146,3 +146,58 @@ pub fn rabenseifner(rank: usize, p: usize, count: usize, elem: usize) -> Schedul
     }
     b.finish(0, n, n)
 }
+
+/// Linear (large messages, members outnumbering cores; any operation):
+/// the vector is cut into `p` blocks; every member sends block `j` to
+/// member `j` and receives its own block from every other member, all in
+/// one round, and combines them in member order (`x0 ⊕ x1 ⊕ ... ⊕ x(p-1)`,
+/// so the operation need not commute); then every member sends its
+/// finished block to every other and receives theirs, in a second round.
+/// Each member sends `2 (p - 1) / p` of the vector, as the ring does, in
+/// two rounds instead of `2 (p - 1)`: a member moves whichever block's
+/// peer is running instead of waiting, step by step, for one peer to be
+/// scheduled.
+///
+/// ```
+/// use weft_collectives::allreduce;
+/// let s = allreduce::linear(0, 4, 64, 8);
+/// assert_eq!((s.messages_sent(), s.rounds.len()), (6, 2));
+/// ```
+pub fn linear(rank: usize, p: usize, count: usize, elem: usize) -> Schedule {
+    let bl = Blocks::new(count, p, elem);
+    let block = |i: usize| {
+        let (off, len) = bl.span(i, i + 1);
+        Region::output(off, len)
+    };
+    let mine = block(rank);
+    let slot = |i: usize| Region::tmp(i * mine.len, mine.len);
+    let mut b = Builder::default();
+    for s in 1..p {
+        let (to, from) = ((rank + s) % p, (rank + p - s) % p);
+        if block(to).len > 0 {
+            b.send(to, block(to));
+        }
+        if mine.len > 0 {
+            b.recv(from, slot(from));
+        }
+    }
+    if mine.len > 0 {
+        for j in (0..rank).rev() {
+            b.reduce(slot(j), mine, true);
+        }
+        for j in rank + 1..p {
+            b.reduce(slot(j), mine, false);
+        }
+    }
+    b.end_round();
+    for s in 1..p {
+        let (to, from) = ((rank + s) % p, (rank + p - s) % p);
+        if mine.len > 0 {
+            b.send(to, mine);
+        }
+        if block(from).len > 0 {
+            b.recv(from, block(from));
+        }
+    }
+    b.finish(0, count * elem, p * bl.span(0, 1).1)
+}

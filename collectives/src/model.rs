@@ -121,7 +121,7 @@ pub fn time(collective: Collective, algorithm: Algorithm, p: usize, n: usize, m:
             let m = crate::reduce::segments(n as usize) as f64;
             (steps + m - 1.0) * (a + n / m * (b + c))
         }
-        (C::Allreduce, Ring) => 2.0 * (pf - 1.0) * a + (pf - 1.0) / pf * n * (2.0 * b + c),
+        (C::Allreduce, Ring | Linear) => 2.0 * (pf - 1.0) * a + (pf - 1.0) / pf * n * (2.0 * b + c),
         (C::Allreduce, Rabenseifner) => {
             fold * (2.0 * a + n * (2.0 * b + c))
                 + 2.0 * l2 * a
@@ -132,6 +132,7 @@ pub fn time(collective: Collective, algorithm: Algorithm, p: usize, n: usize, m:
             fold * (2.0 * a + n * b + pf * n * b) + l2 * a + (p2f - 1.0) / p2f * pf * n * b
         }
         (C::Allgather, Bruck) => steps * a + (pf - 1.0) * n * b + (pf + 1.0) * n * cp,
+        // Linear as the ring (see alltoall's below).
         (C::Allgather, _) => (pf - 1.0) * (a + n * b),
         (C::Alltoall, Bruck) => {
             steps * (a + (pf / 2.0).ceil() * n * (b + 2.0 * cp)) + 2.0 * pf * n * cp

@@ -71,8 +71,8 @@ impl Collective {
             Collective::Barrier => &[Dissemination],
             Collective::Broadcast => &[Binomial, ScatterAllgather],
             Collective::Reduce => &[Binomial, ScatterGather],
-            Collective::Allreduce => &[RecursiveDoubling, Ring, Rabenseifner],
-            Collective::Allgather => &[Ring, RecursiveDoubling, Bruck],
+            Collective::Allreduce => &[RecursiveDoubling, Ring, Rabenseifner, Linear],
+            Collective::Allgather => &[Ring, RecursiveDoubling, Bruck, Linear],
             Collective::Alltoall => &[Pairwise, Bruck, Linear],
             Collective::Gather | Collective::Scatter => &[Binomial],
             Collective::ReduceScatter => &[Ring, RecursiveHalving, AllreducePick],
@@ -239,7 +239,8 @@ impl Network {
 /// cost counted in bytes moved, `steps * step_bytes + bytes (+ combined
 /// bytes * combine + copied bytes * copy)`, critical path only, the
 /// cheapest taken; operations that are not commutative only get
-/// algorithms that combine in member order. The steps and bytes are those of the algorithms' descriptions,
+/// algorithms that combine in member order (for allreduce, recursive
+/// doubling or, for large vectors, the linear one). The steps and bytes are those of the algorithms' descriptions,
 /// with the fold of team sizes that are not powers of two.
 ///
 /// ```
@@ -298,10 +299,13 @@ pub fn choose(call: &Call, net: &Network) -> Algorithm {
         Collective::Allreduce => {
             let folded = fold * (2.0 * a + n * (2.0 + k));
             let rd = (RecursiveDoubling, folded + l2 * (a + n * (1.0 + k)));
+            let ring_time = 2.0 * (pf - 1.0) * a + share * n * (2.0 + k);
             if !comm {
-                return RecursiveDoubling;
+                // The linear algorithm folds in member order: the ring's
+                // bytes without the ring's need to commute.
+                return cheaper(rd, (Linear, ring_time)).0;
             }
-            let ring = (Ring, 2.0 * (pf - 1.0) * a + share * n * (2.0 + k));
+            let ring = (Ring, ring_time);
             let rab = (Rabenseifner, folded + 2.0 * l2 * a + share2 * n * (2.0 + k));
             cheaper(cheaper(rd, rab), ring).0
         }
@@ -354,12 +358,16 @@ pub fn choose(call: &Call, net: &Network) -> Algorithm {
 /// scatter-based algorithm, whose every member waits at each step of a
 /// ring for a peer that may not be scheduled (measured at 4 ranks on 2
 /// cores: a 32 KiB broadcast 15 us against 40, 1 MiB 146 against 339; a
-/// reduce 16 us against 29 at 32 KiB, the same from 256 KiB). An alltoall
-/// of blocks large enough for the pairwise exchange takes the linear one,
-/// every exchange in one round, so that a member copies the block of
-/// whichever peer is running (4 ranks on 2 cores, 64 KiB-1 MiB blocks,
-/// alternated with Open MPI, medians of 5: 0.84-1.06x its time, where the
-/// pairwise exchange took 1.02-1.10x). The others as [`choose`].
+/// reduce 16 us against 29 at 32 KiB, the same from 256 KiB). Where
+/// [`choose`] takes a bandwidth algorithm of many steps (the pairwise
+/// alltoall, the ring allgather, the ring or Rabenseifner allreduce), the
+/// linear one takes its place: every exchange of a phase in one round, so
+/// that a member moves the block of whichever peer is running. Measured
+/// at 4 ranks on 2 cores, 64 KiB-1 MiB, alternated with Open MPI, medians
+/// of 5: alltoall 0.84-1.06x its time where the pairwise exchange took
+/// 1.02-1.10x; allgather 0.63-0.90x, where the ring took 1.05-1.44x in
+/// the run before; allreduce 0.80-0.97x, Rabenseifner 0.89-1.16x. The
+/// others as [`choose`].
 ///
 /// ```
 /// use weft_collectives::model::LogGP;
@@ -371,11 +379,15 @@ pub fn choose(call: &Call, net: &Network) -> Algorithm {
 /// assert_eq!(choose_crowded(&call, &net), Algorithm::Binomial);
 /// let call = Call { collective: Collective::Alltoall, count: 1 << 16, ..call };
 /// assert_eq!(choose_crowded(&call, &net), Algorithm::Linear);
+/// let call = Call { collective: Collective::Allreduce, count: 1 << 13, elem: 8, ..call };
+/// assert_eq!(choose_crowded(&call, &net), Algorithm::Linear);
 /// ```
 pub fn choose_crowded(call: &Call, net: &Network) -> Algorithm {
     match (call.collective, choose(call, net)) {
         (Collective::Broadcast | Collective::Reduce, _) => Algorithm::Binomial,
-        (Collective::Alltoall, Algorithm::Pairwise) => Algorithm::Linear,
+        (Collective::Alltoall, Algorithm::Pairwise)
+        | (Collective::Allgather, Algorithm::Ring)
+        | (Collective::Allreduce, Algorithm::Ring | Algorithm::Rabenseifner) => Algorithm::Linear,
         (_, chosen) => chosen,
     }
 }
@@ -436,9 +448,11 @@ pub fn build(call: &Call, algorithm: Algorithm) -> Result<Schedule, Unsupported>
         (Collective::Reduce, _) => reduce::scatter_gather(rank, p, root, count, elem),
         (Collective::Allreduce, RecursiveDoubling) => allreduce::recursive_doubling(rank, p, n),
         (Collective::Allreduce, Ring) => allreduce::ring(rank, p, count, elem),
+        (Collective::Allreduce, Linear) => allreduce::linear(rank, p, count, elem),
         (Collective::Allreduce, _) => allreduce::rabenseifner(rank, p, count, elem),
         (Collective::Allgather, Ring) => allgather::ring(rank, p, n),
         (Collective::Allgather, RecursiveDoubling) => allgather::recursive_doubling(rank, p, n),
+        (Collective::Allgather, Linear) => allgather::linear(rank, p, n),
         (Collective::Allgather, _) => allgather::bruck(rank, p, n),
         (Collective::Alltoall, Pairwise) => alltoall::pairwise(rank, p, n),
         (Collective::Alltoall, Linear) => alltoall::linear(rank, p, n),
