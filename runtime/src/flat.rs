@@ -79,7 +79,8 @@ pub(crate) const MAX_MEMBERS: usize = 64;
 /// Largest block one member writes into one slot, whatever the size of
 /// the team.
 const MAX_DATA: usize = 64 * 1024;
-/// Largest block of an allgather or alltoall on the flat path. Each block
+/// Largest block of an allgather or alltoall on the flat path in one
+/// part (crowded, larger ones run in parts of it). Each block
 /// is copied twice there (into the slot, out of it) against once by the
 /// general path's cross-memory attach, and no member runs ahead to hide
 /// it: at 2 ranks a 64 KiB allgather took 9.7 µs flat and 7.0 µs on the
@@ -91,9 +92,18 @@ const PUSH_LIMIT: usize = 96 * 1024;
 /// Largest vector of a reduce or allreduce that runs on the flat path in
 /// parts when it does not fit a slot...
 const PARTS_LIMIT: usize = 1 << 20;
-/// ...of a broadcast, when the PEs outnumber the cores (at 4 PEs on 2
-/// cores a 512 KiB broadcast took 169 µs in parts, 158 µs whole)...
-const CROWDED_BROADCAST_LIMIT: usize = 256 << 10;
+/// ...of a broadcast, an allreduce, or a block of an allgather or
+/// alltoall, when the PEs outnumber the cores. The general path then
+/// waits for peers to be scheduled: a member's rendezvous send is done
+/// only once its receiver has run and copied it, where a flat call's
+/// writer is done once it has written. At 4 PEs on 2 cores, medians of 5
+/// rounds alternated in one run, in parts against the general path:
+/// allgather 0.60x the time at 64 KiB, 0.75x at 128 KiB, 0.82x at
+/// 256 KiB, 1.3x at 512 KiB-1 MiB (every block is copied twice in parts,
+/// once by cross-memory attach); alltoall 0.62x, 0.79x, 0.96x, 1.2-1.6x;
+/// allreduce 0.57x, 0.79x, 0.96x, 1.3-1.4x; a 512 KiB broadcast 169 µs
+/// in parts, 158 µs whole...
+const CROWDED_PARTS_LIMIT: usize = 256 << 10;
 /// ...and most bytes of the others' parts one member folds in such a call
 /// (at the root of a reduce, every member in an allreduce), or writes (the
 /// root of a broadcast): the general path's trees and rings move fewer
@@ -195,11 +205,23 @@ pub(crate) struct Call<'a> {
     pub(crate) part: usize,
     /// Bytes of this part's block or vector.
     pub(crate) bytes: usize,
-    /// The call's input, and its output or this part of it.
+    /// Where this part starts in the vector, or in each block (0 for a
+    /// call in one part).
+    pub(crate) at: usize,
+    /// The call's input and output, whole.
     pub(crate) input: &'a [u8],
     pub(crate) output: &'a mut [u8],
     /// The reduction's, for the reducing collectives.
     pub(crate) combiner: Option<&'a Combiner>,
+}
+
+impl Call<'_> {
+    /// Where this part is in block `k` of the input or output: blocks are
+    /// the call's size apart (`k` is 0 for a vector).
+    fn piece(&self) -> impl Fn(usize) -> std::ops::Range<usize> {
+        let (stride, at, len) = (self.sig.bytes, self.at, self.bytes);
+        move |k| k * stride + at..k * stride + at + len
+    }
 }
 
 /// How a call is cut for the flat path ([`Region::parts`]): into `count`
@@ -342,23 +364,22 @@ impl Region {
     }
 
     /// How a call of `sig` runs on the flat path, if it does: in one part
-    /// when its blocks fit a slot; a larger reduce, allreduce unless the
-    /// PEs are `crowded` (more than the cores), or broadcast if they are,
-    /// in parts of whole elements that do, each a call of its own number
-    /// (an element's result depends on that element alone), up to
-    /// [`PARTS_LIMIT`] (or [`CROWDED_BROADCAST_LIMIT`]) and
-    /// [`PARTS_THROUGH_ONE`].
+    /// when its blocks fit a slot; a larger reduce, an allreduce unless the
+    /// PEs are `crowded` (more than the cores), and when they are a
+    /// broadcast, an allreduce, an allgather or an alltoall, in parts of
+    /// whole elements that do, each a call of its own number (an element's
+    /// result depends on that element alone; part `k` of an allgather or
+    /// alltoall is the same bytes of every block), up to [`PARTS_LIMIT`]
+    /// (or [`CROWDED_PARTS_LIMIT`]) and [`PARTS_THROUGH_ONE`].
     ///
-    /// Each part of an allreduce waits for every member, and crowded, a
-    /// wait is a turn of the scheduler (at 4 PEs on 2 cores a 256 KiB
-    /// allreduce took 400 µs in parts, 220 µs whole). A broadcast's data
-    /// is copied twice on the flat path and once on the general one, by
-    /// cross-memory attach (at 2 PEs a 256 KiB broadcast took 27 µs in
-    /// parts, 22 µs whole); but crowded, the general path's tree waits for
-    /// its inner members to be scheduled and forward the data, where the
-    /// root writes every member's parts itself (at 4 PEs on 2 cores a 64
-    /// KiB broadcast took 19 µs in parts, 42 µs whole; 256 KiB 78 and
-    /// 109).
+    /// Not crowded, the general path's cross-memory attach copies the
+    /// blocks of an allgather or alltoall once where parts copy them twice
+    /// (see [`EXCHANGE_DATA`]); a broadcast's tree forwards the data while
+    /// the root's next call starts (at 2 PEs a 256 KiB broadcast took
+    /// 27 µs in parts, 22 µs whole). Crowded, the general path waits for
+    /// members to be scheduled at every step: a 64 KiB broadcast took 19
+    /// µs in parts at 4 PEs on 2 cores, 42 µs whole (see
+    /// [`CROWDED_PARTS_LIMIT`] for the others).
     pub(crate) fn parts(&self, sig: &Signature, crowded: bool) -> Option<Parts> {
         let s = &self.slots;
         let stamped =
@@ -380,10 +401,17 @@ impl Region {
         let limit = match sig.collective {
             Collective::Reduce => PARTS_LIMIT,
             Collective::Allreduce if !crowded => PARTS_LIMIT,
-            Collective::Broadcast if crowded => CROWDED_BROADCAST_LIMIT,
+            Collective::Broadcast
+            | Collective::Allreduce
+            | Collective::Allgather
+            | Collective::Alltoall
+                if crowded =>
+            {
+                CROWDED_PARTS_LIMIT
+            }
             _ => 0,
         };
-        let chunk = s.data / sig.elem.max(1) * sig.elem;
+        let chunk = most / sig.elem.max(1) * sig.elem;
         let small = sig.bytes <= limit && sig.bytes * (s.p - 1) <= PARTS_THROUGH_ONE;
         (small && chunk > 0).then(|| Parts {
             count: sig.bytes.div_ceil(chunk),
@@ -587,7 +615,7 @@ impl Region {
         }
         let next = s.slot_at(n + 1, me);
         for j in (0..p).filter(|&j| j != me) {
-            let block = outgoing(sig, c.bytes, me, j, c.input, c.output).unwrap_or(&[]);
+            let block = outgoing(sig, c.piece(), me, j, c.input, c.output).unwrap_or(&[]);
             self.push(j, at, n, &stamp, block);
             // The next call's slot, while this PE computes this one.
             let lines = (HEADER + block.len()).div_ceil(LINE);
@@ -685,37 +713,38 @@ impl Region {
         let b = c.bytes;
         let root = c.sig.root;
         let slot = |j: usize| self.slots.data(n, j, b);
+        let piece = c.piece();
         match c.sig.collective {
             Collective::Barrier => {}
             Collective::Broadcast => {
                 if me != root {
-                    weft_copy::copy(&mut c.output[..b], slot(root));
+                    weft_copy::copy(&mut c.output[piece(0)], slot(root));
                 }
             }
             Collective::Allgather | Collective::Gather => {
                 if c.sig.collective == Collective::Allgather || me == root {
                     for j in 0..p {
-                        let from = if j == me { &c.input[..b] } else { slot(j) };
-                        weft_copy::copy(&mut c.output[j * b..(j + 1) * b], from);
+                        let from = if j == me { &c.input[piece(0)] } else { slot(j) };
+                        weft_copy::copy(&mut c.output[piece(j)], from);
                     }
                 }
             }
             Collective::Scatter => {
                 let from = if me == root {
-                    &c.input[me * b..(me + 1) * b]
+                    &c.input[piece(me)]
                 } else {
                     slot(root)
                 };
-                weft_copy::copy(&mut c.output[..b], from);
+                weft_copy::copy(&mut c.output[piece(0)], from);
             }
             Collective::Alltoall => {
                 for j in 0..p {
                     let from = if j == me {
-                        &c.input[me * b..(me + 1) * b]
+                        &c.input[piece(me)]
                     } else {
                         slot(j)
                     };
-                    weft_copy::copy(&mut c.output[j * b..(j + 1) * b], from);
+                    weft_copy::copy(&mut c.output[piece(j)], from);
                 }
             }
             Collective::Reduce
@@ -733,10 +762,10 @@ impl Region {
                     Collective::Exscan => me,
                     _ => p,
                 };
-                let out = &mut c.output[..b];
+                let out = &mut c.output[piece(0)];
                 if c.sig.collective == Collective::ReduceScatter {
                     // This member's operand is its block of the input.
-                    let own = &c.input[me * b..(me + 1) * b];
+                    let own = &c.input[piece(me)];
                     weft_copy::copy(out, if me == 0 { own } else { slot(0) });
                     for j in 1..p {
                         comb.combine(out, if j == me { own } else { slot(j) }, false);
@@ -1089,22 +1118,24 @@ fn differ_text(n: u64, mine: &Stamp, differ: &[(usize, Option<Stamp>)]) -> Strin
 }
 
 /// The block member `me` writes into member `j`'s slot for a call (or a
-/// part of one) of `sig` whose blocks are `b` bytes, if `j` needs one.
+/// part of one) of `sig` whose pieces of block `k` are `piece(k)`, if `j`
+/// needs one.
 fn outgoing<'a>(
     sig: &Signature,
-    b: usize,
+    piece: impl Fn(usize) -> std::ops::Range<usize>,
     me: usize,
     j: usize,
     input: &'a [u8],
     output: &'a [u8],
 ) -> Option<&'a [u8]> {
-    let block = |k: usize| &input[k * b..(k + 1) * b];
+    let block = |k: usize| &input[piece(k)];
+    let vector = || &output[piece(0)];
     match sig.collective {
         Collective::Barrier => None,
-        Collective::Broadcast => (me == sig.root).then(|| &output[..b]),
-        Collective::Reduce => (j == sig.root).then(|| &output[..b]),
-        Collective::Allreduce => Some(&output[..b]),
-        Collective::Scan | Collective::Exscan => (j > me).then(|| &output[..b]),
+        Collective::Broadcast => (me == sig.root).then(vector),
+        Collective::Reduce => (j == sig.root).then(vector),
+        Collective::Allreduce => Some(vector()),
+        Collective::Scan | Collective::Exscan => (j > me).then(vector),
         Collective::Allgather => Some(block(0)),
         Collective::Gather => (j == sig.root).then(|| block(0)),
         Collective::Scatter => (me == sig.root).then(|| block(j)),

@@ -492,15 +492,9 @@ impl<'w> Team<'w> {
                 sig: &e.sig,
                 part: k,
                 bytes,
+                at: range.start,
                 input: a.input,
-                // A call in parts is in place: each part is its piece of
-                // the output. One in one part may need the whole output
-                // (allgather, alltoall).
-                output: if parts.count == 1 {
-                    &mut *a.output
-                } else {
-                    &mut a.output[range]
-                },
+                output: &mut *a.output,
                 combiner: combiner(&a.reduction),
             };
             let outcome = flat.run(w, call)?;

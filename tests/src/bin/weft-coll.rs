@@ -456,14 +456,20 @@ fn mismatch_count(world: &World) -> Check {
     let mut d = vec![1u64; count];
     let calls = [t.reduce(0, &mut d, ReduceOp::Sum), t.barrier()];
     report("reduce of two counts", &calls, || false)?;
+    // So do allgather and alltoall when the PEs outnumber the cores.
+    let block = vec![1u64; count];
+    let mut out = vec![0u64; n * count];
+    expect_cause(t.allgather(&block, &mut out), "allgather", mismatch)?;
+    let send = vec![1u64; n * count];
+    expect_cause(t.alltoall(&send, &mut out), "alltoall", mismatch)?;
     let mut d = [1u64];
     w(t.allreduce(&mut d, ReduceOp::Sum))?;
     ensure(d[0] == n as u64, || format!("allreduce after: {}", d[0]))
 }
 
-/// PE 0 starts a non-blocking allreduce where the others call the
-/// blocking one: the call matches and is right everywhere, whole or in
-/// parts on the world team's flat path. So do a reduce whose root, and a
+/// PE 0 starts a non-blocking allreduce or allgather where the others
+/// call the blocking one: the call matches and is right everywhere, whole
+/// or in parts on the world team's flat path. So do a reduce whose root, and a
 /// broadcast whose last PE, starts it non-blocking, where the flat path
 /// runs them in parts: its members agree on the call first.
 fn mixed(world: &World) -> Check {
@@ -501,6 +507,15 @@ fn mixed(world: &World) -> Check {
         ensure(d == sum_of(7, n, count), || {
             format!("mixed allreduce of {count}")
         })?;
+        let block = data(10, me, count);
+        let mut out = vec![0; n * count];
+        if me == 0 {
+            w(world.scope(|s| s.iallgather(&t, &block, &mut out)?.wait().map(drop)))?;
+        } else {
+            w(t.allgather(&block, &mut out))?;
+        }
+        let want: Vec<u64> = (0..n).flat_map(|j| data(10, j, count)).collect();
+        ensure(out == want, || format!("mixed allgather of {count}"))?;
     }
     Ok(())
 }
