@@ -92,18 +92,24 @@ const PUSH_LIMIT: usize = 96 * 1024;
 /// Largest vector of a reduce or allreduce that runs on the flat path in
 /// parts when it does not fit a slot...
 const PARTS_LIMIT: usize = 1 << 20;
-/// ...of a broadcast, an allreduce, or a block of an allgather or
-/// alltoall, when the PEs outnumber the cores. The general path then
-/// waits for peers to be scheduled: a member's rendezvous send is done
-/// only once its receiver has run and copied it, where a flat call's
-/// writer is done once it has written. At 4 PEs on 2 cores, medians of 5
-/// rounds alternated in one run, in parts against the general path:
-/// allgather 0.60x the time at 64 KiB, 0.75x at 128 KiB, 0.82x at
-/// 256 KiB, 1.3x at 512 KiB-1 MiB (every block is copied twice in parts,
-/// once by cross-memory attach); alltoall 0.62x, 0.79x, 0.96x, 1.2-1.6x;
-/// allreduce 0.57x, 0.79x, 0.96x, 1.3-1.4x; a 512 KiB broadcast 169 µs
-/// in parts, 158 µs whole...
-const CROWDED_PARTS_LIMIT: usize = 256 << 10;
+/// ...of an allreduce, or a block of an allgather or alltoall, when the
+/// PEs outnumber the cores. The general path then waits for peers to be
+/// scheduled: a member's rendezvous send is done only once its receiver
+/// has run and copied it, where a flat call's writer is done once it has
+/// written. At 4 PEs on 2 cores, rounds alternated in one run, in parts
+/// against the general path (medians): allgather 0.60x the time at 64 KiB
+/// and 0.75-0.77x at 128 KiB; alltoall 0.62x and 0.76-0.79x; allreduce
+/// 0.57x and 0.70-0.79x. At 256 KiB, in 15 rounds, allgather 0.98x,
+/// alltoall 1.11x, allreduce 1.00x: every block is copied twice in parts,
+/// once by cross-memory attach, and from there the second copy costs what
+/// the waits do...
+const CROWDED_PARTS_LIMIT: usize = 128 << 10;
+/// ...and of a broadcast, when the PEs outnumber the cores: the general
+/// path's tree waits for its inner members to be scheduled and forward the
+/// data, where the root writes every member's parts itself (0.61x the
+/// time at 128 KiB, 0.55x at 256 KiB, 15 rounds as above; a 512 KiB
+/// broadcast took 169 µs in parts, 158 µs whole)...
+const CROWDED_BROADCAST_LIMIT: usize = 256 << 10;
 /// ...and most bytes of the others' parts one member folds in such a call
 /// (at the root of a reduce, every member in an allreduce), or writes (the
 /// root of a broadcast): the general path's trees and rings move fewer
@@ -370,7 +376,8 @@ impl Region {
     /// whole elements that do, each a call of its own number (an element's
     /// result depends on that element alone; part `k` of an allgather or
     /// alltoall is the same bytes of every block), up to [`PARTS_LIMIT`]
-    /// (or [`CROWDED_PARTS_LIMIT`]) and [`PARTS_THROUGH_ONE`].
+    /// (or [`CROWDED_PARTS_LIMIT`], [`CROWDED_BROADCAST_LIMIT`]) and
+    /// [`PARTS_THROUGH_ONE`].
     ///
     /// Not crowded, the general path's cross-memory attach copies the
     /// blocks of an allgather or alltoall once where parts copy them twice
@@ -379,7 +386,7 @@ impl Region {
     /// 27 µs in parts, 22 µs whole). Crowded, the general path waits for
     /// members to be scheduled at every step: a 64 KiB broadcast took 19
     /// µs in parts at 4 PEs on 2 cores, 42 µs whole (see
-    /// [`CROWDED_PARTS_LIMIT`] for the others).
+    /// [`CROWDED_PARTS_LIMIT`] and [`CROWDED_BROADCAST_LIMIT`]).
     pub(crate) fn parts(&self, sig: &Signature, crowded: bool) -> Option<Parts> {
         let s = &self.slots;
         let stamped =
@@ -401,12 +408,8 @@ impl Region {
         let limit = match sig.collective {
             Collective::Reduce => PARTS_LIMIT,
             Collective::Allreduce if !crowded => PARTS_LIMIT,
-            Collective::Broadcast
-            | Collective::Allreduce
-            | Collective::Allgather
-            | Collective::Alltoall
-                if crowded =>
-            {
+            Collective::Broadcast if crowded => CROWDED_BROADCAST_LIMIT,
+            Collective::Allreduce | Collective::Allgather | Collective::Alltoall if crowded => {
                 CROWDED_PARTS_LIMIT
             }
             _ => 0,

@@ -98,7 +98,7 @@ fn all(world: &World) -> Check {
 /// world team's flat path, and large enough for the bandwidth algorithms
 /// (under emulation only the first five).
 fn counts() -> Vec<usize> {
-    let mut v = vec![0, 1, 7, 1000, if emulated() { 9000 } else { 20_000 }];
+    let mut v = vec![0, 1, 7, 1000, if emulated() { 9000 } else { 12_000 }];
     if !emulated() {
         v.push(70_000);
     }
@@ -450,7 +450,7 @@ fn mismatch_count(world: &World) -> Check {
     // of parts: the members agree on the call before its second part, so
     // that they go on counting calls alike. (On the general path a reduce's
     // member that only sends may learn of it in the call after.)
-    let count = if me == n - 1 { 20_000 } else { 12_000 };
+    let count = if me == n - 1 { 12_000 } else { 8_000 };
     let mut d = vec![1u64; count];
     expect_cause(t.allreduce(&mut d, ReduceOp::Sum), "allreduce", mismatch)?;
     let mut d = vec![1u64; count];
@@ -497,7 +497,7 @@ fn mixed(world: &World) -> Check {
     ensure(me != 0 || d == sum_of(9, n, 20_000), || {
         "mixed reduce of 20000".to_string()
     })?;
-    for count in [1, 3000, 20_000] {
+    for count in [1, 3000, 12_000] {
         let mut d = data(7, me, count);
         if me == 0 {
             w(world.scope(|s| s.iallreduce(&t, &mut d, ReduceOp::Sum)?.wait().map(drop)))?;
