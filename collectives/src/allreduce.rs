@@ -153,6 +153,8 @@ pub fn rabenseifner(rank: usize, p: usize, count: usize, elem: usize) -> Schedul
 /// one round, and combines them in member order (`x0 ⊕ x1 ⊕ ... ⊕ x(p-1)`,
 /// so the operation need not commute); then every member sends its
 /// finished block to every other and receives theirs, in a second round.
+/// Each block is combined by one member only, so every member gets the
+/// same bits.
 /// Each member sends `2 (p - 1) / p` of the vector, as the ring does, in
 /// two rounds instead of `2 (p - 1)`: a member moves whichever block's
 /// peer is running instead of waiting, step by step, for one peer to be

@@ -7,8 +7,9 @@
 //! One module per operation, one function per algorithm:
 //! [`barrier`] (dissemination), [`broadcast`] (binomial; scatter then ring
 //! allgather), [`reduce`] (binomial; reduce-scatter then gather),
-//! [`allreduce`] (recursive doubling; ring; Rabenseifner), [`allgather`]
-//! (ring; recursive doubling; Bruck), [`alltoall`] (pairwise; linear; Bruck),
+//! [`allreduce`] (recursive doubling; ring; Rabenseifner; linear),
+//! [`allgather`] (ring; recursive doubling; Bruck; linear), [`alltoall`]
+//! (pairwise; linear; Bruck),
 //! [`gather`] and [`scatter`] (binomial), [`reduce_scatter`] (ring;
 //! recursive halving; reduce then scatter), [`scan`] (recursive doubling,
 //! inclusive and exclusive). [`select`] picks an algorithm by team size and
