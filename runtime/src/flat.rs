@@ -9,19 +9,28 @@
 //! on every member, so every member gets bit-identical results.
 //!
 //! Every PE's heap begins with a [`Region`]: one *posted* word per sender,
-//! then `K` sets of slots ([`sets`]; call `n` uses set `n mod K`), one slot
-//! per sender: a flag (the call's number + 1), the sender's stamp of
-//! the call, the call's number, and up to [`data_size`] bytes of data.
+//! then `K` sets of slots (call `n` uses set `n mod K`), one slot per
+//! sender: a flag (the call's number + 1), the sender's stamp of the call,
+//! the call's number, and up to [`data_size`] bytes of data. When the PEs
+//! do not outnumber the cores, a slot is whole (the data after the
+//! header) and `K` is [`data_sets`]. When they do (crowded), a slot's
+//! header and blocks of up to [`SMALL_INLINE`] bytes lie in its *head*,
+//! two lines among the sender's heads of every set, and larger blocks in
+//! its data, after every head; there are `K` = [`head_sets`] sets of
+//! heads, more than the `D` = [`data_sets`] sets of data (a call that
+//! writes data uses set `n mod D` of them), so that a member that only
+//! sends runs further ahead of the others in small calls.
 //!
 //! Call `n` on the flat path:
-//! 1. Wait until every member has entered call `n - K + 1` (its flag for
-//!    that call or its posted word says so, or a later one this PE saw
-//!    already): it no longer reads the slots of set `n mod K`, last
-//!    written for call `n - K`. Check the calls this
-//!    PE left without waiting for every member (step 3) as far as the
-//!    members have entered them, call `n - K + 1` at the latest: a member
-//!    that called one differently, or took it off the flat path, makes
-//!    call `n` fail once it has completed.
+//! 1. Wait until every member has entered call `n - K + 1`, or `n - D + 1`
+//!    if this call's blocks take the slots' data (its flag for that call
+//!    or its posted word says so, or a later one this PE saw already): it
+//!    no longer reads the slots this call writes, last written for call
+//!    `n - K` (or the data for a call no later than `n - D`). Check the
+//!    calls this PE left without waiting for every member (step 3) as far
+//!    as the members have entered them, call `n - K + 1` at the latest: a
+//!    member that called one differently, or took it off the flat path,
+//!    makes call `n` fail once it has completed.
 //! 2. Write the call number, the stamp and the block each member needs
 //!    into its slot, then raise the flag to `n + 1` (a put with signal), by
 //!    plain stores through the members' heaps mapped in this process.
@@ -120,13 +129,28 @@ const PAGE: usize = 4096;
 /// Where a slot's call word is: the number of the call it holds, written
 /// first, before the stamp and the data.
 const CALL: usize = 24;
-/// Flag, two stamp words and the call word: the first 32 bytes of
-/// data share the header's line.
+/// Flag, two stamp words and the call word: the first 32 bytes of a
+/// block in the slot's head or whole slot share the header's line.
 const HEADER: usize = 32;
-/// Most sets of slots.
-const MAX_SETS: usize = 64;
-/// Bytes of slots a region holds at most, unless 2 sets need more.
+/// Bytes of a slot's head when the PEs are crowded: the header and blocks
+/// of up to [`SMALL_INLINE`] bytes, in two lines.
+const SMALL_HEAD: usize = 2 * LINE;
+/// Largest block that a slot's head holds after the header when the PEs
+/// are crowded. Small calls so touch only the heads, a few pages: with a
+/// slot's data after its header (32 KiB apart at 4 PEs) a call's headers
+/// lay in as many pages as it had slots. Larger blocks go to the slots'
+/// data, away from their headers: at 2 PEs that made 128-256 B calls take
+/// 1.2 times as long, hence whole slots when not crowded.
+const SMALL_INLINE: usize = SMALL_HEAD - HEADER;
+/// Most sets of slots' data.
+const MAX_DATA_SETS: usize = 64;
+/// Bytes of slots' data a region holds at most, unless 2 sets need more.
 const SETS_BYTES: usize = 5 << 20;
+/// Most sets of slots' heads when the PEs are crowded.
+const MAX_HEAD_SETS: usize = 256;
+/// Bytes of slots' heads a region holds at most, unless the sets of data
+/// need more.
+const HEADS_BYTES: usize = 1 << 20;
 /// Oversubscribed, yields between readings of the flags before waiting
 /// through the progress engine.
 const YIELDS: usize = 16;
@@ -173,19 +197,44 @@ const FETCH_AHEAD: u64 = 2;
 /// the allocator's blocks keep the heap's page alignment.
 pub(crate) fn region_size(p: usize) -> usize {
     if p <= MAX_MEMBERS {
-        (p * LINE + sets(p) * p * slot_size(p)).next_multiple_of(PAGE)
+        let whole = data_sets(p) * p * slot_size(p);
+        let split = head_sets(p) * p * SMALL_HEAD + data_sets(p) * p * data_size(p);
+        (p * LINE + whole.max(split)).next_multiple_of(PAGE)
     } else {
         0
     }
 }
 
-/// How many sets of slots a region of `p` members has: calls use them in
-/// turn, so a member may run `sets - 1` calls ahead of the slowest. As many
-/// as fit in [`SETS_BYTES`], at least 2 and at most [`MAX_SETS`], and a
-/// power of two, so that a call's set is a mask of its number.
-fn sets(p: usize) -> usize {
-    let fit = (SETS_BYTES / (p.max(1) * slot_size(p))).clamp(2, MAX_SETS);
+/// How many sets of slots' data a region of `p` members has: calls whose
+/// blocks do not fit a slot's head use them in turn, so a member may run
+/// `data_sets - 1` such calls ahead of the slowest (and as many calls of
+/// any size when not crowded, where slots are whole). As many as fit in
+/// [`SETS_BYTES`], at least 2 and at most [`MAX_DATA_SETS`], and a power
+/// of two, so that a call's set is a mask of its number.
+fn data_sets(p: usize) -> usize {
+    let fit = (SETS_BYTES / (p.max(1) * data_size(p))).clamp(2, MAX_DATA_SETS);
     1 << fit.ilog2()
+}
+
+/// How many sets of slots' heads a crowded region of `p` members has:
+/// every call uses them in turn, so that a member may run `head_sets - 1`
+/// calls whose blocks fit the heads ahead of the slowest. As many as fit
+/// in [`HEADS_BYTES`], at least [`data_sets`] and at most
+/// [`MAX_HEAD_SETS`], a power of two. A member that only sends (the root
+/// of a broadcast) runs ahead until it must wait for the slowest to be
+/// scheduled again: in ten runs each, alternated, a loop of 8 B
+/// broadcasts at 4 PEs on 2 cores took 0.26-0.27 µs a call in most runs
+/// with 256 sets of heads, against 0.37-0.48 µs with 32 sets of whole
+/// slots (Open MPI's took 0.35-0.59 µs there).
+fn head_sets(p: usize) -> usize {
+    let fit = (HEADS_BYTES / (p.max(1) * SMALL_HEAD)).clamp(data_sets(p), MAX_HEAD_SETS);
+    1 << fit.ilog2()
+}
+
+/// Bytes of a whole slot, header and data, when the PEs do not outnumber
+/// the cores.
+fn slot_size(p: usize) -> usize {
+    (HEADER + data_size(p)).next_multiple_of(LINE)
 }
 
 /// Largest block one member writes into one slot in a region of `p`
@@ -193,11 +242,6 @@ fn sets(p: usize) -> usize {
 /// ([`PUSH_LIMIT`]), at most [`MAX_DATA`], in whole lines.
 fn data_size(p: usize) -> usize {
     (PUSH_LIMIT / p.saturating_sub(1).max(1)).min(MAX_DATA) / LINE * LINE
-}
-
-/// Bytes of one slot in a region of `p` members: the header, then the data.
-fn slot_size(p: usize) -> usize {
-    (HEADER + data_size(p)).next_multiple_of(LINE)
 }
 
 /// One call's arguments on the flat path.
@@ -290,12 +334,12 @@ pub(crate) struct Outcome {
 /// the others' slots are.
 pub(crate) struct Region {
     slots: Slots,
-    /// Per set of slots: the number + 1 of the call this PE left there
-    /// without waiting for every member (0: none)...
-    early: [AtomicU64; MAX_SETS],
+    /// Per set of slots' heads: the number + 1 of the call this PE left
+    /// there without waiting for every member (0: none)...
+    early: Box<[AtomicU64]>,
     /// ...and the members whose part in it is still to be checked.
-    unchecked: [AtomicU64; MAX_SETS],
-    /// The sets whose `unchecked` is not empty, a bit each.
+    unchecked: Box<[AtomicU64]>,
+    /// How many sets' `unchecked` are not empty.
     pending: AtomicU64,
     /// Where every member's heap is mapped in this process (this PE's own
     /// included), for writing into their regions.
@@ -316,8 +360,15 @@ struct Slots {
     p: usize,
     me: usize,
     sets: usize,
-    /// Bytes of a slot ([`slot_size`]) and of its data ([`data_size`]).
-    slot: usize,
+    /// Sets of slots' data ([`data_sets`]).
+    data_sets: usize,
+    /// Bytes of a slot's head ([`SMALL_HEAD`] when crowded, else the whole
+    /// slot), and of the largest block it holds after the header.
+    head: usize,
+    inline: usize,
+    /// Where the slots' data begin, after every slot's head.
+    tail: usize,
+    /// Bytes of a slot's data ([`data_size`]).
     data: usize,
 }
 
@@ -347,21 +398,31 @@ impl Region {
     /// The region of PE `me` of `p` members whose heaps are mapped at
     /// `peers` (its own at `peers[me]`). Each heap must hold
     /// [`region_size`]`(p)` bytes, stay mapped as long as the region is
-    /// used, and be written at these offsets only by this module.
-    pub(crate) fn new(peers: Box<[usize]>, me: usize) -> Region {
+    /// used, and be written at these offsets only by this module. Every
+    /// member must say the same of whether the node's PEs are `crowded`
+    /// (outnumber its cores).
+    pub(crate) fn new(peers: Box<[usize]>, me: usize, crowded: bool) -> Region {
         let p = peers.len();
         assert!(p <= MAX_MEMBERS && me < p);
+        let (heads, head, inline) = if crowded {
+            (head_sets(p), SMALL_HEAD, SMALL_INLINE)
+        } else {
+            (data_sets(p), slot_size(p), data_size(p))
+        };
         Region {
             slots: Slots {
                 heap: peers[me],
                 p,
                 me,
-                sets: sets(p),
-                slot: slot_size(p),
+                sets: heads,
+                data_sets: data_sets(p),
+                head,
+                inline,
+                tail: p * LINE + heads * p * head,
                 data: data_size(p),
             },
-            early: std::array::from_fn(|_| AtomicU64::new(0)),
-            unchecked: std::array::from_fn(|_| AtomicU64::new(0)),
+            early: (0..heads).map(|_| AtomicU64::new(0)).collect(),
+            unchecked: (0..heads).map(|_| AtomicU64::new(0)).collect(),
             pending: AtomicU64::new(0),
             entered: std::array::from_fn(|_| AtomicU64::new(0)),
             claims: claims(),
@@ -467,7 +528,7 @@ impl Region {
         let mut found = None;
         for m in calls {
             let set = s.set(m);
-            if self.pending.load(Ordering::Relaxed) & 1 << set == 0
+            if self.unchecked[set].load(Ordering::Relaxed) == 0
                 || self.early[set].load(Ordering::Relaxed) != m + 1
             {
                 continue;
@@ -483,10 +544,11 @@ impl Region {
     /// Sets the members of `set`'s early call still to check. Plain loads
     /// and stores, as in [`Region::saw`].
     fn keep(&self, set: usize, unchecked: u64) {
+        let was = self.unchecked[set].load(Ordering::Relaxed) != 0;
         self.unchecked[set].store(unchecked, Ordering::Relaxed);
-        let pending = self.pending.load(Ordering::Relaxed) & !(1 << set);
-        let pending = pending | u64::from(unchecked != 0) << set;
-        self.pending.store(pending, Ordering::Relaxed);
+        let pending = self.pending.load(Ordering::Relaxed) + u64::from(unchecked != 0);
+        self.pending
+            .store(pending - u64::from(was), Ordering::Relaxed);
     }
 
     /// Waits until every other member (or `only` that one) satisfies
@@ -551,16 +613,19 @@ impl Region {
         }
     }
 
-    /// Writes this PE's slot for call `n` (at offset `at`) into member
-    /// `j`'s heap, stores alone, back to back, so that each line moves
-    /// once: first the data past the header's line, then the header's line
-    /// in one burst (a member waiting reads it over and over): the call
-    /// word, so that a reader of an older call's stamp there sees it
-    /// change (`Slots::stamp`), the stamp, the data's start and the
-    /// flag, with release ordering (a put with signal).
-    fn push(&self, j: usize, at: usize, n: u64, stamp: &Stamp, block: &[u8]) {
-        assert!(block.len() <= self.slots.data);
+    /// Writes this PE's slot for call `n` into member `j`'s heap, stores
+    /// alone, back to back, so that each line moves once: first the block
+    /// past the header's line (in the head's second line, or the slot's
+    /// data), then the header's line in one burst (a member waiting reads
+    /// it over and over): the call word, so that a reader of an older
+    /// call's stamp there sees it change (`Slots::stamp`), the stamp, the
+    /// block's start if the head holds it, and the flag, with release
+    /// ordering (a put with signal).
+    fn push(&self, j: usize, n: u64, stamp: &Stamp, block: &[u8]) {
+        let s = &self.slots;
+        assert!(block.len() <= s.data);
         let base = self.peers[j];
+        let at = s.slot_at(n, s.me);
         let word = |offset: usize| {
             // SAFETY: as in `Slots::word`, in member `j`'s heap, which this
             // process maps as long as the world's transports live
@@ -568,22 +633,28 @@ impl Region {
             // in its header.
             unsafe { &*((base + offset) as *const AtomicU64) }
         };
-        let (head, rest) = block.split_at(block.len().min(LINE - HEADER));
-        let copy = |from: &[u8], offset: usize| {
-            // SAFETY: the slot's data holds `data` bytes (asserted above),
-            // in the mapped region, 16-byte aligned at `offset` 0 or 32
-            // (slots start at lines); the member reads them only once it
-            // sees the flag raised below, and no member reads this slot's
-            // data of an older call any more (step 1).
-            unsafe { copy_forward(from, (base + at + HEADER + offset) as *mut u8) }
+        let (head, rest, rest_at) = if block.len() <= s.inline {
+            let (head, rest) = block.split_at(block.len().min(LINE - HEADER));
+            (head, rest, at + LINE)
+        } else {
+            (&[][..], block, s.data_at(n, s.me, block.len()))
         };
-        copy(rest, head.len());
+        let copy = |from: &[u8], offset: usize| {
+            // SAFETY: a slot's head holds `inline` bytes after its header and
+            // its data `data` bytes (asserted above), in the mapped region,
+            // 16-byte aligned at `offset` (heads and data start at lines,
+            // a head's block 32 bytes into its line); the member reads them
+            // only once it sees the flag raised below, and no member reads
+            // this slot of an older call any more (step 1).
+            unsafe { copy_forward(from, (base + offset) as *mut u8) }
+        };
+        copy(rest, rest_at);
         word(at + CALL).store(n, Ordering::Relaxed);
         fence(Ordering::Release);
         for (i, &w) in stamp.0.iter().enumerate() {
             word(at + 8 + 8 * i).store(w, Ordering::Relaxed);
         }
-        copy(head, 0);
+        copy(head, at + HEADER);
         word(at).store(n + 1, Ordering::Release);
     }
 
@@ -592,18 +663,25 @@ impl Region {
     pub(crate) fn run(&self, world: &World, c: Call<'_>) -> Result<Outcome> {
         let s = &self.slots;
         let (p, me, n) = (s.p, s.me, c.n);
-        let ahead = s.sets as u64 - 1;
         // The oldest call whose slots may still be read: every member has
         // entered it once step 1 is done, and it is checked then at the
-        // latest.
-        let oldest = n.saturating_sub(ahead);
+        // latest. A call whose blocks take the slots' data waits for a
+        // later one, as there are fewer sets of data than of heads.
+        let oldest = n.saturating_sub(s.sets as u64 - 1);
+        let ahead = if c.bytes > s.inline {
+            s.data_sets
+        } else {
+            s.sets
+        } as u64
+            - 1;
         if n >= ahead {
-            self.wait(world, c.op, None, |j| self.reached(oldest, j))?;
+            let awaited = n - ahead;
+            self.wait(world, c.op, None, |j| self.reached(awaited, j))?;
             // A member this PE runs ahead of is likely to have entered the
-            // next call's oldest by then: its flag is fetched meanwhile.
+            // next call's awaited one by then: its flag is fetched meanwhile.
             for j in (0..p).filter(|&j| j != me) {
-                if self.entered[j].load(Ordering::Relaxed) <= oldest + 1 {
-                    s.prefetch(oldest + 1, j, 0, 0);
+                if self.entered[j].load(Ordering::Relaxed) <= awaited + 1 {
+                    s.prefetch(awaited + 1, j, 0, 0);
                 }
             }
         }
@@ -616,21 +694,21 @@ impl Region {
         for (i, &w) in stamp.0.iter().enumerate() {
             s.word(at + 8 + 8 * i).store(w, Ordering::Relaxed);
         }
-        let next = s.slot_at(n + 1, me);
         for j in (0..p).filter(|&j| j != me) {
             let block = outgoing(sig, c.piece(), me, j, c.input, c.output).unwrap_or(&[]);
-            self.push(j, at, n, &stamp, block);
+            self.push(j, n, &stamp, block);
             // The next call's slot, while this PE computes this one.
-            let lines = (HEADER + block.len()).div_ceil(LINE);
             if self.claims && block.len() <= CLAIM_LIMIT {
-                for line in 0..lines {
-                    claim(self.peers[j] + next + line * LINE);
+                let (at, rest, count) = s.lines(n + 1, me, block.len());
+                claim(self.peers[j] + at);
+                for i in 0..count {
+                    claim(self.peers[j] + rest + i * LINE);
                 }
             }
         }
         let role = s.waits(sig, c.part, me);
         // A waiter fetches the data lines of a small slot with the flag's.
-        let few = HEADER + c.bytes <= PREFETCH_LINES * LINE;
+        let few = s.line_count(c.bytes) <= PREFETCH_LINES;
         let fetch_data = |j: usize| {
             if few {
                 s.prefetch(n, j, c.bytes, 1);
@@ -833,29 +911,88 @@ impl Slots {
         n as usize & (self.sets - 1)
     }
 
-    /// Where `sender`'s slot for call `n` is.
+    /// Where `sender`'s slot for call `n` is: its head (or the whole
+    /// slot), whose first line holds the header. Heads lie sender by
+    /// sender, each sender's sets in turn, so that the lines after those
+    /// a call takes are the same sender's: laid out set by set, the next
+    /// line was the next sender's or this PE's own, and the processor's
+    /// fetching of the lines that follow those in use took them from the
+    /// core that writes them next (at 2 PEs 64 B calls took 1.4-2 times
+    /// as long). Whole slots lie set by set, as each is far larger than
+    /// the lines a small call takes.
     fn slot_at(&self, n: u64, sender: usize) -> usize {
-        self.p * LINE + (self.set(n) * self.p + sender) * self.slot
+        let index = if self.head == SMALL_HEAD {
+            sender * self.sets + self.set(n)
+        } else {
+            self.set(n) * self.p + sender
+        };
+        self.p * LINE + index * self.head
+    }
+
+    /// Where a block of `len` bytes is in `sender`'s slot for call `n`:
+    /// after the header in the slot's head (or whole slot), or in its data
+    /// when larger than the head holds.
+    fn data_at(&self, n: u64, sender: usize, len: usize) -> usize {
+        if len <= self.inline {
+            self.slot_at(n, sender) + HEADER
+        } else {
+            self.tail + (self.data_set(n) * self.p + sender) * self.data
+        }
+    }
+
+    /// Lines of a slot that a block of `bytes` bytes takes with the
+    /// header's: the head's, or the header's and the data's.
+    fn line_count(&self, bytes: usize) -> usize {
+        if bytes <= self.inline {
+            (HEADER + bytes).div_ceil(LINE)
+        } else {
+            1 + bytes.div_ceil(LINE)
+        }
+    }
+
+    /// The set of slots' data of call `n`.
+    fn data_set(&self, n: u64) -> usize {
+        n as usize & (self.data_sets - 1)
+    }
+
+    /// The lines of `sender`'s slot for call `n` that a block of `bytes`
+    /// bytes takes ([`Slots::line_count`] of them): the header's at the
+    /// first offset, then as many as the third says of the block's past
+    /// it, from the second.
+    fn lines(&self, n: u64, sender: usize, bytes: usize) -> (usize, usize, usize) {
+        let at = self.slot_at(n, sender);
+        let rest = if bytes <= self.inline {
+            at + LINE
+        } else {
+            self.data_at(n, sender, bytes)
+        };
+        (at, rest, self.line_count(bytes) - 1)
     }
 
     /// Asks the processor to fetch the lines of `sender`'s slot for call
-    /// `n` that hold its header and `bytes` of data, from line `first` on,
-    /// into this core's cache: the sender may have written them already.
-    /// Fetched together, they take about the time of one.
+    /// `n` that hold its header and `bytes` of data ([`Slots::lines`]),
+    /// at most [`PREFETCH_LINES`] and from the `first` on, into this
+    /// core's cache: the sender may have written them already. Fetched
+    /// together, they take about the time of one.
     fn prefetch(&self, n: u64, sender: usize, bytes: usize, first: usize) {
-        let at = self.heap + self.slot_at(n, sender);
-        let end = (HEADER + bytes).min(self.slot).min(PREFETCH_LINES * LINE);
-        let mut off = first * LINE;
-        while off < end {
+        let (at, rest, count) = self.lines(n, sender, bytes);
+        let fetch = |off: usize| {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: a prefetch only hints; it reads nothing and cannot
             // fault (x86-64 always has SSE). The address is in the region.
             unsafe {
                 std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    (at + off) as *const i8,
+                    (self.heap + off) as *const i8,
                 );
             }
-            off += LINE;
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = off;
+        };
+        if first == 0 {
+            fetch(at);
+        }
+        for i in first.max(1) - 1..count.min(PREFETCH_LINES - 1) {
+            fetch(rest + i * LINE);
         }
     }
 
@@ -869,7 +1006,7 @@ impl Slots {
 
     /// The data `sender` wrote for call `n`, once its flag says so.
     fn data(&self, n: u64, sender: usize, len: usize) -> &[u8] {
-        let at = self.slot_at(n, sender) + HEADER;
+        let at = self.data_at(n, sender, len);
         debug_assert!(len <= self.data);
         // SAFETY: inside the region (`len <= data`); the sender wrote it
         // before raising the flag this PE read with acquire ordering, and

@@ -79,6 +79,7 @@ fn disagreeing_counts_and_roots_are_errors_on_every_pe() {
         assert!(job.stdout.contains("PEs disagree"), "{}", job.stdout);
         let job = coll(&["mismatch-root"], n, &[]);
         assert!(job.stdout.contains("PEs disagree"), "{}", job.stdout);
+        coll(&["mismatch-ahead"], n, &[]);
         coll(&["bad-root"], n, &[]);
     }
 }

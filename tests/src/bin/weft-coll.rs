@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         "concurrent" => concurrent(&world),
         "mismatch-count" => mismatch_count(&world),
         "mismatch-root" => mismatch_root(&world),
+        "mismatch-ahead" => mismatch_ahead(&world),
         "bad-root" => bad_root(&world),
         "mixed" => mixed(&world),
         "mixed-rooted" => mixed_rooted(&world),
@@ -588,6 +589,35 @@ fn mismatch_root(world: &World) -> Check {
     ];
     // A mismatch in the broadcast or one of the two calls after it.
     report("broadcast of two roots", &calls, || false)?;
+    let mut d = [1u64];
+    w(t.allreduce(&mut d, ReduceOp::Sum))?;
+    ensure(d[0] == n as u64, || format!("allreduce after: {}", d[0]))
+}
+
+/// The last PE passes another count to one broadcast of a long loop, in
+/// which the root runs far ahead of the others (up to 255 calls on the
+/// world team's flat path when the PEs outnumber the cores): that PE fails
+/// in that broadcast, the root in a later call of the loop or in the
+/// barrier after it, and the broadcasts that succeed are right. (The
+/// other receivers check the last PE when they get to it, if its slot
+/// still holds that call then: they need not fail.)
+fn mismatch_ahead(world: &World) -> Check {
+    let (me, n) = (world.rank(), world.size());
+    let t = world.team();
+    let mut calls = Vec::new();
+    let mut right = true;
+    for i in 0..300u64 {
+        let count = if i == 10 && me == n - 1 { 20 } else { 4 };
+        let mut d = vec![if me == 0 { i } else { u64::MAX }; count];
+        let r = t.broadcast(0, &mut d);
+        right &= r.is_err() || d.iter().all(|&x| x == i);
+        calls.push(r);
+    }
+    calls.push(t.barrier());
+    ensure(right, || "a broadcast that succeeded is wrong".into())?;
+    report("broadcast loop with one count off", &calls, || {
+        me != 0 && me != n - 1
+    })?;
     let mut d = [1u64];
     w(t.allreduce(&mut d, ReduceOp::Sum))?;
     ensure(d[0] == n as u64, || format!("allreduce after: {}", d[0]))
