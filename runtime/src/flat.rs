@@ -362,9 +362,11 @@ struct Slots {
     sets: usize,
     /// Sets of slots' data ([`data_sets`]).
     data_sets: usize,
-    /// Bytes of a slot's head ([`SMALL_HEAD`] when crowded, else the whole
-    /// slot), and of the largest block it holds after the header.
-    head: usize,
+    /// Bytes from a slot's head to the next set's of the same sender, and
+    /// to the next sender's of the same set ([`Slots::slot_at`]).
+    set_stride: usize,
+    sender_stride: usize,
+    /// Bytes of the largest block a slot's head holds after the header.
     inline: usize,
     /// Where the slots' data begin, after every slot's head.
     tail: usize,
@@ -416,7 +418,8 @@ impl Region {
                 me,
                 sets: heads,
                 data_sets: data_sets(p),
-                head,
+                set_stride: if crowded { head } else { p * head },
+                sender_stride: if crowded { heads * head } else { head },
                 inline,
                 tail: p * LINE + heads * p * head,
                 data: data_size(p),
@@ -921,12 +924,7 @@ impl Slots {
     /// as long). Whole slots lie set by set, as each is far larger than
     /// the lines a small call takes.
     fn slot_at(&self, n: u64, sender: usize) -> usize {
-        let index = if self.head == SMALL_HEAD {
-            sender * self.sets + self.set(n)
-        } else {
-            self.set(n) * self.p + sender
-        };
-        self.p * LINE + index * self.head
+        self.p * LINE + self.set(n) * self.set_stride + sender * self.sender_stride
     }
 
     /// Where a block of `len` bytes is in `sender`'s slot for call `n`:
