@@ -628,7 +628,8 @@ impl Region {
         let s = &self.slots;
         assert!(block.len() <= s.data);
         let base = self.peers[j];
-        let at = s.slot_at(n, s.me);
+        // The header's line, and where the block's bytes past it go.
+        let (at, rest_at, _) = s.lines(n, s.me, block.len());
         let word = |offset: usize| {
             // SAFETY: as in `Slots::word`, in member `j`'s heap, which this
             // process maps as long as the world's transports live
@@ -636,11 +637,10 @@ impl Region {
             // in its header.
             unsafe { &*((base + offset) as *const AtomicU64) }
         };
-        let (head, rest, rest_at) = if block.len() <= s.inline {
-            let (head, rest) = block.split_at(block.len().min(LINE - HEADER));
-            (head, rest, at + LINE)
+        let (head, rest) = if block.len() <= s.inline {
+            block.split_at(block.len().min(LINE - HEADER))
         } else {
-            (&[][..], block, s.data_at(n, s.me, block.len()))
+            block.split_at(0)
         };
         let copy = |from: &[u8], offset: usize| {
             // SAFETY: a slot's head holds `inline` bytes after its header and
