@@ -89,14 +89,6 @@ pub(crate) const MAX_MEMBERS: usize = 64;
 /// Largest block one member writes into one slot, whatever the size of
 /// the team.
 const MAX_DATA: usize = 64 * 1024;
-/// Largest block of an allgather or alltoall on the flat path in one
-/// part (crowded, larger ones run in parts of it). Each block
-/// is copied twice there (into the slot, out of it) against once by the
-/// general path's cross-memory attach, and no member runs ahead to hide
-/// it: at 2 ranks a 64 KiB allgather took 9.7 µs flat and 7.0 µs on the
-/// general path, where broadcasts, reductions, gathers and scatters gain
-/// (a 64 KiB allreduce 11 µs flat, 19 µs general).
-const EXCHANGE_DATA: usize = 32 * 1024;
 /// Most bytes one member writes in one call, over all slots.
 const PUSH_LIMIT: usize = 96 * 1024;
 /// Largest vector of a reduce or allreduce that runs on the flat path in
@@ -450,26 +442,30 @@ impl Region {
     /// (or [`CROWDED_PARTS_LIMIT`], [`CROWDED_BROADCAST_LIMIT`]) and
     /// [`PARTS_THROUGH_ONE`].
     ///
-    /// Not crowded, the general path's cross-memory attach copies the
-    /// blocks of an allgather or alltoall once where parts copy them twice
-    /// (see [`EXCHANGE_DATA`]); a broadcast's tree forwards the data while
-    /// the root's next call starts (at 2 PEs a 256 KiB broadcast took
-    /// 27 µs in parts, 22 µs whole). Crowded, the general path waits for
-    /// members to be scheduled at every step: a 64 KiB broadcast took 19
-    /// µs in parts at 4 PEs on 2 cores, 42 µs whole (see
-    /// [`CROWDED_PARTS_LIMIT`] and [`CROWDED_BROADCAST_LIMIT`]).
+    /// An allgather's or alltoall's blocks are copied twice on the flat
+    /// path (into the slot, out of it) against once by the general path's
+    /// cross-memory attach, and no member runs ahead to hide it, so which
+    /// is faster depends on the host. On an Intel host a 64 KiB allgather
+    /// at 2 PEs took 9.5-9.7 µs flat and 7.0-8.0 on the general path; on
+    /// an AMD EPYC (Zen 3, Linux 6.18), alternated in one run, 5.9 µs flat
+    /// against 10.9 (alltoall 6.3 against 11.1; medians of 8 runs), where
+    /// the attach spent longer pinning the pages than copying them. So
+    /// blocks that fit a slot take the flat path, but larger ones keep the
+    /// general path when not crowded: in parts, 128 KiB-1 MiB allgathers
+    /// and alltoalls took 1.6-2.0x its time at 2 PEs. A broadcast's tree
+    /// forwards the data while the root's next call starts (at 2 PEs a
+    /// 256 KiB broadcast took 27 µs in parts, 22 µs whole). Crowded, the
+    /// general path waits for members to be scheduled at every step: a
+    /// 64 KiB broadcast took 19 µs in parts at 4 PEs on 2 cores, 42 µs
+    /// whole (see [`CROWDED_PARTS_LIMIT`] and [`CROWDED_BROADCAST_LIMIT`]).
     pub(crate) fn parts(&self, sig: &Signature, crowded: bool) -> Option<Parts> {
         let s = &self.slots;
         let stamped =
             sig.root <= 0xff && u32::try_from(sig.elem).is_ok() && u32::try_from(sig.bytes).is_ok();
-        let most = match sig.collective {
-            Collective::Allgather | Collective::Alltoall => s.data.min(EXCHANGE_DATA),
-            _ => s.data,
-        };
         if !stamped {
             return None;
         }
-        if sig.bytes <= most {
+        if sig.bytes <= s.data {
             return Some(Parts {
                 count: 1,
                 chunk: sig.bytes,
@@ -485,7 +481,7 @@ impl Region {
             }
             _ => 0,
         };
-        let chunk = most / sig.elem.max(1) * sig.elem;
+        let chunk = s.data / sig.elem.max(1) * sig.elem;
         let small = sig.bytes <= limit && sig.bytes * (s.p - 1) <= PARTS_THROUGH_ONE;
         (small && chunk > 0).then(|| Parts {
             count: sig.bytes.div_ceil(chunk),
