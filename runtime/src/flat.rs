@@ -446,13 +446,17 @@ impl Region {
     /// path (into the slot, out of it) against once by the general path's
     /// cross-memory attach, and no member runs ahead to hide it, so which
     /// is faster depends on the host. On an Intel host a 64 KiB allgather
-    /// at 2 PEs took 9.5-9.7 µs flat and 7.0-8.0 on the general path; on
-    /// an AMD EPYC (Zen 3, Linux 6.18), alternated in one run, 5.9 µs flat
-    /// against 10.9 (alltoall 6.3 against 11.1; medians of 8 runs), where
-    /// the attach spent longer pinning the pages than copying them. So
-    /// blocks that fit a slot take the flat path, but larger ones keep the
-    /// general path when not crowded: in parts, 128 KiB-1 MiB allgathers
-    /// and alltoalls took 1.6-2.0x its time at 2 PEs. A broadcast's tree
+    /// at 2 PEs took 9.5-9.7 µs flat and 7.0-8.0 on the general path. On
+    /// an AMD EPYC (Zen 3, Linux 6.18), alternated in one run, it took 5.6
+    /// µs flat against 10.0 (medians of 56 runs; alltoall 6.3 against 11.1)
+    /// while a line crossed the two cores in 100 ns, where the attach spent
+    /// longer pinning the pages than copying them, but 16-17 µs against
+    /// 11-13 in the 4 runs where it took 400-500 ns: flat, every line
+    /// crosses twice, where the attach read blocks that had not changed
+    /// since the last call from its own cache. So blocks that fit a slot
+    /// take the flat path, and larger ones keep the general path when not
+    /// crowded: in parts, 128 KiB-1 MiB allgathers took 0.56-0.83x its time
+    /// in the fast placement, 1.8-2.1x in the slow one. A broadcast's tree
     /// forwards the data while the root's next call starts (at 2 PEs a
     /// 256 KiB broadcast took 27 µs in parts, 22 µs whole). Crowded, the
     /// general path waits for members to be scheduled at every step: a
