@@ -8,7 +8,11 @@
 # MPI, runs the three alternately REPETITIONS times at each number of ranks,
 # and prints the medians and Weft's ratio to each peer (lower is better).
 # On a machine with fewer cores than ranks, the ranks run oversubscribed,
-# and MPICH (whose ranks poll without yielding) is left out.
+# and MPICH (whose ranks poll without yielding) is left out. With two cores
+# or more, it also prints how long a cache line took to cross between cores
+# 0 and 1 and back (line_trip) before each repetition and after the last:
+# small calls cost little more than such crossings, and a virtual machine's
+# host may move its virtual CPUs to where they cost several times as much.
 set -euo pipefail
 reps=${1:-5}
 shift || true
@@ -20,9 +24,16 @@ source benches/mpi_peers.sh
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 mpi_peers coll "$out"
+trip() {
+    if [ "$(nproc)" -ge 2 ]; then
+        target/release/line_trip 2>/dev/null || echo "?"
+    fi
+}
 for n in "${ranks[@]}"; do
     mkdir -p "$out/$n"
+    trips=()
     for i in $(seq "$reps"); do
+        trips+=("$(trip)")
         target/release/weftrun -n "$n" target/release/osu_coll --raw > "$out/$n/weft.$i"
         # Open MPI needs these flags to run as root and on few cores.
         mpirun.openmpi --allow-run-as-root --oversubscribe -np "$n" "$out/coll_openmpi" \
@@ -31,6 +42,7 @@ for n in "${ranks[@]}"; do
             mpiexec.mpich -n "$n" "$out/coll_mpich" > "$out/$n/mpich.$i"
         fi
     done
+    trips+=("$(trip)")
     if [ "$n" -le "$(nproc)" ]; then
         echo "## $n ranks ($(nproc) cores)"
         python3 "$top/benches/medians.py" "$out/$n" "$reps" weft openmpi mpich
@@ -39,6 +51,9 @@ for n in "${ranks[@]}"; do
         # minutes, so it is left out.
         echo "## $n ranks on $(nproc) cores: oversubscribed; MPICH left out"
         python3 "$top/benches/medians.py" "$out/$n" "$reps" weft openmpi
+    fi
+    if [ -n "${trips[*]}" ]; then
+        echo "# line round trip between cores 0 and 1 before each repetition and after the last (ns): ${trips[*]}"
     fi
 done
 echo "# units: us per call, the largest over the ranks"
