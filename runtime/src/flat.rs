@@ -10,11 +10,11 @@
 //!
 //! Every PE's heap begins with a [`Region`]: one *posted* word per sender
 //! (in the line of its own index, a PE's *running* word instead, see
-//! [`Region::wait`]), then `K` sets of slots (call `n` uses set `n mod K`), one slot per
-//! sender: a flag (the call's number + 1), the sender's stamp of the call,
-//! the call's number, and up to [`data_size`] bytes of data. When the PEs
-//! do not outnumber the cores, a slot is whole (the data after the
-//! header) and `K` is [`data_sets`]. When they do (crowded), a slot's
+//! [`Region::wait`]), then `K` sets of slots (call `n` uses set `n mod
+//! K`), one slot per sender: a flag (the call's number + 1), the sender's
+//! stamp of the call, the call's number, and up to [`data_size`] bytes of
+//! data. When the PEs do not outnumber the cores, a slot is whole (the
+//! data after the header) and `K` is [`data_sets`]. When they do (crowded), a slot's
 //! header and blocks of up to [`SMALL_INLINE`] bytes lie in its *head*,
 //! two lines among the sender's heads of every set, and larger blocks in
 //! its data, after every head; there are `K` = [`head_sets`] sets of
@@ -448,15 +448,16 @@ impl Region {
     /// is faster depends on the host. On an Intel host a 64 KiB allgather
     /// at 2 PEs took 9.5-9.7 µs flat and 7.0-8.0 on the general path. On
     /// an AMD EPYC (Zen 3, Linux 6.18), alternated in one run, it took 5.6
-    /// µs flat against 10.0 (medians of 56 runs; alltoall 6.3 against 11.1)
-    /// while a line crossed the two cores in 100 ns, where the attach spent
-    /// longer pinning the pages than copying them, but 16-17 µs against
-    /// 11-13 in the 4 runs where it took 400-500 ns: flat, every line
-    /// crosses twice, where the attach read blocks that had not changed
-    /// since the last call from its own cache. So blocks that fit a slot
-    /// take the flat path, and larger ones keep the general path when not
-    /// crowded: in parts, 128 KiB-1 MiB allgathers took 0.56-0.83x its time
-    /// in the fast placement, 1.8-2.1x in the slow one. A broadcast's tree
+    /// µs flat against 10.0 (medians of 56 runs; an alltoall 6.3 against
+    /// 11.1 in 8) while a line crossed the two cores in 100 ns, where the
+    /// attach spent longer pinning the pages than copying them, but 16-17
+    /// µs against 11-13 in the 4 runs where it took 400-500 ns: flat, every
+    /// line crosses twice, where the attach read blocks that had not
+    /// changed since the last call from its own cache. So blocks that fit
+    /// a slot take the flat path, and larger ones keep the general path
+    /// when not crowded: in parts, 128 KiB-1 MiB allgathers took
+    /// 0.56-0.83x its time in the fast placement, 1.8-2.1x in the slow
+    /// one. A broadcast's tree
     /// forwards the data while the root's next call starts (at 2 PEs a
     /// 256 KiB broadcast took 27 µs in parts, 22 µs whole). Crowded, the
     /// general path waits for members to be scheduled at every step: a
@@ -650,7 +651,9 @@ impl Region {
         // SAFETY: as in `Slots::word`, in member `j`'s heap, which this
         // process maps as long as the world's transports live
         // (`Region::new`); the word is 8-aligned, inside the region's
-        // first `p` lines, and written only through this function.
+        // first `p` lines, and only member `j` writes it (nothing else
+        // uses that word: others post only into the lines of their own
+        // indices).
         unsafe { &*((self.peers[j] + at) as *const AtomicU64) }
     }
 
