@@ -595,7 +595,8 @@ impl Region {
         // the loop below cannot be forwarded from the store buffer.
         let only = only.unwrap_or(usize::MAX);
         let others = || (0..p).filter(move |&j| j != me && (only == usize::MAX || only == j));
-        if world.engine().oversubscribed() {
+        let crowded = world.engine().oversubscribed();
+        if crowded {
             let mine = self.running(me);
             let mut core = processor();
             mine.store(core, Ordering::Relaxed);
@@ -604,8 +605,12 @@ impl Region {
                 let Some(j) = others().find(|&j| !arrived(j)) else {
                     return Ok(());
                 };
-                let theirs = self.running(j).load(Ordering::Relaxed);
-                if spin && theirs != 0 && theirs != core && spins < RUNNING_SPINS {
+                // Their running word is read only by a wait that may spin.
+                let elsewhere = || {
+                    let theirs = self.running(j).load(Ordering::Relaxed);
+                    theirs != 0 && theirs != core
+                };
+                if spin && spins < RUNNING_SPINS && elsewhere() {
                     spins += 1;
                     std::hint::spin_loop();
                     continue;
@@ -635,7 +640,7 @@ impl Region {
                 w.extend(others().filter(|&j| !arrived(j)));
                 w.is_empty().then_some(Ok(()))
             });
-        if world.engine().oversubscribed() {
+        if crowded {
             self.running(me).store(processor(), Ordering::Relaxed);
         }
         waited
