@@ -10,7 +10,8 @@
 //!
 //! Every PE's heap begins with a [`Region`]: one *posted* word per sender
 //! (in the line of its own index, a PE's *running* word instead, see
-//! [`Region::wait`]), then `K` sets of slots (call `n` uses set `n mod
+//! [`Region::wait`]), a line per member for the PE's *ledger* word and a
+//! ring of them (see [`Region::vouched`]), then `K` sets of slots (call `n` uses set `n mod
 //! K`), one slot per sender: a flag (the call's number + 1), the sender's
 //! stamp of the call, the call's number, and up to [`data_size`] bytes of
 //! data. When the PEs do not outnumber the cores, a slot is whole (the
@@ -31,7 +32,9 @@
 //!    calls this PE left without waiting for every member (step 3) as far
 //!    as the members have entered them, call `n - K + 1` at the latest: a
 //!    member that called one differently, or took it off the flat path,
-//!    makes call `n` fail once it has completed.
+//!    makes call `n` fail once it has completed. When crowded, a member
+//!    whose ledger shows that it called every call so far as this PE did
+//!    needs no such check.
 //! 2. Write the call number, the stamp and the block each member needs
 //!    into its slot, then raise the flag to `n + 1` (a put with signal), by
 //!    plain stores through the members' heaps mapped in this process.
@@ -198,10 +201,17 @@ pub(crate) fn region_size(p: usize) -> usize {
     if p <= MAX_MEMBERS {
         let whole = data_sets(p) * p * slot_size(p);
         let split = head_sets(p) * p * SMALL_HEAD + data_sets(p) * p * data_size(p);
-        (p * LINE + whole.max(split)).next_multiple_of(PAGE)
+        (heads_at(p) + whole.max(split)).next_multiple_of(PAGE)
     } else {
         0
     }
+}
+
+/// Where the slots begin in a region of `p` members: after a line of
+/// posted words per member, a line of ledger words per member and a
+/// ledger ring ([`Region::settle`]).
+fn heads_at(p: usize) -> usize {
+    2 * p * LINE + MAX_HEAD_SETS * 8
 }
 
 /// How many sets of slots' data a region of `p` members has: calls whose
@@ -346,6 +356,18 @@ pub(crate) struct Region {
     /// Per member: the number + 1 of the latest call this PE knows it has
     /// entered, so that step 1 reads its flags only when that is too old.
     entered: [AtomicU64; MAX_MEMBERS],
+    /// This PE's chain of its calls ([`Region::settle`]), and the number of
+    /// calls it holds...
+    chain: AtomicU64,
+    settled: AtomicU64,
+    /// Per member: how many of its first calls this PE knows it called as
+    /// this PE did, and how many calls this PE must have settled before
+    /// it reads the member's ledger word again ([`Region::vouched`]).
+    agreed: [AtomicU64; MAX_MEMBERS],
+    retry: [AtomicU64; MAX_MEMBERS],
+    /// Whether the node's PEs outnumber its cores: only then do members
+    /// keep chains ([`Region::vouched`]).
+    crowded: bool,
     /// Whether the processor takes lines for writing ahead of the stores
     /// ([`claim`]).
     claims: bool,
@@ -367,6 +389,8 @@ struct Slots {
     sender_stride: usize,
     /// Bytes of the largest block a slot's head holds after the header.
     inline: usize,
+    /// Where the slots' heads begin ([`heads_at`]).
+    heads_at: usize,
     /// Where the slots' data begin, after every slot's head.
     tail: usize,
     /// Bytes of a slot's data ([`data_size`]).
@@ -420,13 +444,19 @@ impl Region {
                 set_stride: if crowded { head } else { p * head },
                 sender_stride: if crowded { heads * head } else { head },
                 inline,
-                tail: p * LINE + heads * p * head,
+                heads_at: heads_at(p),
+                tail: heads_at(p) + heads * p * head,
                 data: data_size(p),
             },
             early: (0..heads).map(|_| AtomicU64::new(0)).collect(),
             unchecked: (0..heads).map(|_| AtomicU64::new(0)).collect(),
             pending: AtomicU64::new(0),
             entered: std::array::from_fn(|_| AtomicU64::new(0)),
+            chain: AtomicU64::new(0),
+            settled: AtomicU64::new(0),
+            agreed: std::array::from_fn(|_| AtomicU64::new(0)),
+            retry: std::array::from_fn(|_| AtomicU64::new(0)),
+            crowded,
             claims: claims(),
             peers,
         }
@@ -524,7 +554,106 @@ impl Region {
                 )
                 .map_err(|e| world.error(op, e.into()))?;
         }
+        self.settle(n, &GENERAL);
         Ok(())
+    }
+
+    /// Adds call `n` to this PE's chain, as `token`: the call's stamp if
+    /// this PE completed it on the flat path, [`GENERAL`] if it took it to
+    /// the general path. Every member of a program whose calls agree
+    /// settles the same tokens call after call (a member that posts a
+    /// call or finds one posted takes the general path, and so do all
+    /// the others), so their chains are equal; a call that failed is not
+    /// settled, and the chains part for good. The ledger word, in this
+    /// PE's region, tells the others how far it is ([`Region::vouched`]).
+    fn settle(&self, n: u64, token: &[u64; 2]) {
+        if !self.crowded {
+            return;
+        }
+        let chain = mix(mix(self.chain.load(Ordering::Relaxed) ^ token[0]) ^ token[1]);
+        self.chain.store(chain, Ordering::Relaxed);
+        self.settled.store(n + 1, Ordering::Relaxed);
+        let word = ledger_word(chain, n + 1);
+        self.ring(self.slots.me, n).store(word, Ordering::Relaxed);
+        self.ledger(self.slots.me).store(word, Ordering::Relaxed);
+    }
+
+    /// Member `j`'s ledger ring's word of call `n`: its ledger word when it
+    /// settled that call. In its own region, written by it alone.
+    fn ring(&self, j: usize, n: u64) -> &AtomicU64 {
+        let at = self.slots.ring_at(n);
+        // SAFETY: as in `Slots::word`, in member `j`'s heap, which this
+        // process maps as long as the world's transports live
+        // (`Region::new`); the word is 8-aligned, inside the ring before
+        // the slots' heads (a word per set, at most `MAX_HEAD_SETS`), and
+        // only member `j` writes it.
+        unsafe { &*((self.peers[j] + at) as *const AtomicU64) }
+    }
+
+    /// Member `j`'s ledger word: the low 16 bits of how many calls it has
+    /// settled, the chain's upper 48 bits. In its own region, written by
+    /// it alone.
+    fn ledger(&self, j: usize) -> &AtomicU64 {
+        let at = self.slots.ledger_at(j);
+        // SAFETY: as in `Slots::word`, in member `j`'s heap, which this
+        // process maps as long as the world's transports live
+        // (`Region::new`); the word is 8-aligned, inside the region's
+        // first `2p` lines, and only member `j` writes it.
+        unsafe { &*((self.peers[j] + at) as *const AtomicU64) }
+    }
+
+    /// Whether member `j` called calls `0..=m` as this PE did, as their
+    /// chains say ([`Region::settle`]): then its slots of those calls need
+    /// no review. Reads its ledger word unless an earlier reading covers
+    /// `m`, and compares it with this PE's ring word of the same call (or,
+    /// if the member is further on, its ring word of this PE's latest
+    /// call); false, and not read again for [`RETRY_AFTER`] calls, when
+    /// the member has not settled `m` yet or their chains differ: the
+    /// slots tell then. Only when crowded (the PEs outnumber the cores),
+    /// where a member that only sends runs up to 255 calls ahead: one
+    /// read then covers the calls a member made since the last, where
+    /// reviewing slot by slot read a line per member and call (the
+    /// member's stamp, which no other member reads in a broadcast's
+    /// receivers or a reduce's senders), and its writer took the line
+    /// back for its next call of that set. See `docs/ARCHITECTURE.md`
+    /// for what it gained.
+    fn vouched(&self, j: usize, m: u64) -> bool {
+        let known = &self.agreed[j];
+        if known.load(Ordering::Relaxed) > m {
+            return true;
+        }
+        if !self.crowded {
+            return false;
+        }
+        let settled = self.settled.load(Ordering::Relaxed);
+        let retry = &self.retry[j];
+        if settled < retry.load(Ordering::Relaxed) {
+            return false;
+        }
+        let word = self.ledger(j).load(Ordering::Relaxed);
+        let count = ledger_count(word, settled);
+        // Their latest call, or this PE's if theirs is later: its ring
+        // word there is still that call's (members are less than a round
+        // of sets apart), or holds another count if not.
+        let through = count.min(settled);
+        let theirs = || match count > settled {
+            true => self.ring(j, through - 1).load(Ordering::Relaxed),
+            false => word,
+        };
+        let mine = || {
+            self.ring(self.slots.me, through - 1)
+                .load(Ordering::Relaxed)
+        };
+        if through > m && theirs() == mine() {
+            if through > known.load(Ordering::Relaxed) {
+                known.store(through, Ordering::Relaxed);
+            }
+            return true;
+        }
+        // Not settled that far yet (or called otherwise): the slots tell,
+        // and the ledger is read again some calls later.
+        retry.store(settled + RETRY_AFTER, Ordering::Relaxed);
+        false
     }
 
     /// Checks the calls `calls` (among the last `sets - 1` before this
@@ -544,8 +673,17 @@ impl Region {
             {
                 continue;
             }
-            let unchecked = self.unchecked[set].load(Ordering::Relaxed);
-            let (unchecked, cause) = s.review(m, unchecked);
+            let mut unchecked = self.unchecked[set].load(Ordering::Relaxed);
+            for j in 0..s.p {
+                if unchecked & 1 << j != 0 && self.vouched(j, m) {
+                    unchecked &= !(1 << j);
+                }
+            }
+            let (unchecked, cause) = if unchecked == 0 {
+                (0, None)
+            } else {
+                s.review(m, unchecked)
+            };
             self.keep(set, unchecked);
             found = found.or(cause);
         }
@@ -796,6 +934,7 @@ impl Region {
                     s.entered(n, j).is_some()
                 })?;
                 if s.entered(n, root) == Some(false) {
+                    self.settle(n, &GENERAL);
                     return Ok(Outcome { done: false, late });
                 }
                 let theirs = s.current(n, root);
@@ -826,7 +965,10 @@ impl Region {
                 if !flat {
                     return match self.deserted(n).check() {
                         Some(cause) => Err(world.error(c.op, cause)),
-                        None => Ok(Outcome { done: false, late }),
+                        None => {
+                            self.settle(n, &GENERAL);
+                            Ok(Outcome { done: false, late })
+                        }
                     };
                 }
                 let differ: Vec<(usize, Option<Stamp>)> = (0..p)
@@ -857,6 +999,7 @@ impl Region {
             self.keep(set, (u64::MAX >> (64 - p)) & !checked);
         }
         self.compute(c);
+        self.settle(n, &stamp.0);
         Ok(Outcome { done: true, late })
     }
 
@@ -979,6 +1122,19 @@ impl Slots {
         sender * LINE
     }
 
+    /// Where member `j`'s ledger word is in its own region
+    /// ([`Region::vouched`]): in a line of its own after the posted words,
+    /// apart from its running word, which spinning members read.
+    fn ledger_at(&self, j: usize) -> usize {
+        (self.p + j) * LINE
+    }
+
+    /// Where the ledger ring's word of call `n` is in a member's region:
+    /// one word per set of slots' heads, after the ledger words.
+    fn ring_at(&self, n: u64) -> usize {
+        2 * self.p * LINE + self.set(n) * 8
+    }
+
     /// The set of slots of call `n`.
     fn set(&self, n: u64) -> usize {
         n as usize & (self.sets - 1)
@@ -994,7 +1150,7 @@ impl Slots {
     /// as long). Whole slots lie set by set, as each is far larger than
     /// the lines a small call takes.
     fn slot_at(&self, n: u64, sender: usize) -> usize {
-        self.p * LINE + self.set(n) * self.set_stride + sender * self.sender_stride
+        self.heads_at + self.set(n) * self.set_stride + sender * self.sender_stride
     }
 
     /// Where a block of `len` bytes is in `sender`'s slot for call `n`:
@@ -1351,6 +1507,41 @@ fn outgoing<'a>(
     }
 }
 
+/// How many calls a PE settles before it reads again the ledger word of
+/// a member whose word did not vouch for the call it reviewed.
+const RETRY_AFTER: u64 = 8;
+
+/// The token of a call taken to the general path in a PE's chain
+/// ([`Region::settle`]): no stamp has all these bits set.
+const GENERAL: [u64; 2] = [u64::MAX; 2];
+
+/// Mixes a chain's word (MurmurHash3's 64-bit finalizer): a bijection
+/// whose every output bit depends on every input bit, so chains that
+/// part stay apart, and two histories share a ledger word's 48 bits by
+/// chance about once in 2^48 comparisons.
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ x >> 33
+}
+
+/// A ledger word: the upper 48 bits of `chain`, the lower 16 of `count`
+/// (one word, so that a reader never sees a count with another count's
+/// chain).
+fn ledger_word(chain: u64, count: u64) -> u64 {
+    chain & !0xffff | count & 0xffff
+}
+
+/// The count a ledger word holds, from its lower 16 bits, taken as the
+/// one nearest `near`: members are never more than a round of sets (at
+/// most 256 calls) apart.
+fn ledger_count(word: u64, near: u64) -> u64 {
+    let ahead = (word as u16).wrapping_sub(near as u16) as i16;
+    near.wrapping_add_signed(i64::from(ahead))
+}
+
 /// The core this thread runs on + 1 (0 if the system cannot tell). With
 /// glibc 2.35 or later a load from the thread's restartable-sequences
 /// area, which the kernel keeps current; otherwise the vDSO's `getcpu`.
@@ -1358,4 +1549,45 @@ fn processor() -> u64 {
     // SAFETY: no preconditions; it returns -1 on failure.
     let core = unsafe { libc::sched_getcpu() };
     u64::try_from(core).map_or(0, |c| c + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ledger_word_gives_back_its_count_near_the_readers() {
+        let chain = mix(mix(7) ^ 9);
+        for count in [0u64, 1, 255, 65_535, 65_536, 65_537, 1 << 40] {
+            let word = ledger_word(chain, count);
+            assert_eq!(word & !0xffff, chain & !0xffff);
+            for near in [count.saturating_sub(256), count, count + 256] {
+                assert_eq!(ledger_count(word, near), count, "count {count} near {near}");
+            }
+        }
+        assert_eq!(ledger_count(0, 3), 0);
+    }
+
+    #[test]
+    fn chains_of_different_calls_differ_and_stay_apart() {
+        let fold = |tokens: &[[u64; 2]]| {
+            tokens
+                .iter()
+                .scan(0u64, |c, t| {
+                    *c = mix(mix(*c ^ t[0]) ^ t[1]);
+                    Some(*c & !0xffff)
+                })
+                .collect::<Vec<_>>()
+        };
+        let a = [[1, 8], [2, 8], [3, 16], [3, 16]];
+        let b = [[1, 8], [2, 16], [3, 16], [3, 16]];
+        let c = [[1, 8], GENERAL, [3, 16], [3, 16]];
+        let (fa, fb, fc) = (fold(&a), fold(&b), fold(&c));
+        assert_eq!(fa[0], fb[0]);
+        for k in 1..a.len() {
+            assert_ne!(fa[k], fb[k], "call {k}");
+            assert_ne!(fa[k], fc[k], "call {k}");
+        }
+        assert_eq!(fold(&a), fa);
+    }
 }
