@@ -636,9 +636,12 @@ impl Region {
         // word there is still that call's (members are less than a round
         // of sets apart), or holds another count if not.
         let through = count.min(settled);
-        let theirs = || match count > settled {
-            true => self.ring(j, through - 1).load(Ordering::Relaxed),
-            false => word,
+        let theirs = || {
+            if count > settled {
+                self.ring(j, through - 1).load(Ordering::Relaxed)
+            } else {
+                word
+            }
         };
         let mine = || {
             self.ring(self.slots.me, through - 1)
