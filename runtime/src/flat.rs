@@ -10,9 +10,9 @@
 //!
 //! Every PE's heap begins with a [`Region`]: one *posted* word per sender
 //! (in the line of its own index, a PE's *running* word instead, see
-//! [`Region::wait`]), a line per member for the PE's *ledger* word and a
-//! ring of them (see [`Region::vouched`]), then `K` sets of slots (call `n` uses set `n mod
-//! K`), one slot per sender: a flag (the call's number + 1), the sender's
+//! [`Region::wait`]), a line for the PE's *ledger* word and a ring of
+//! them (see [`Region::vouched`]), then `K` sets of slots (call `n` uses
+//! set `n mod K`), one slot per sender: a flag (the call's number + 1), the sender's
 //! stamp of the call, the call's number, and up to [`data_size`] bytes of
 //! data. When the PEs do not outnumber the cores, a slot is whole (the
 //! data after the header) and `K` is [`data_sets`]. When they do (crowded), a slot's
@@ -208,10 +208,10 @@ pub(crate) fn region_size(p: usize) -> usize {
 }
 
 /// Where the slots begin in a region of `p` members: after a line of
-/// posted words per member, a line of ledger words per member and a
-/// ledger ring ([`Region::settle`]).
+/// posted words per member, the line of the region's owner's ledger word
+/// and its ledger ring ([`Region::settle`]).
 fn heads_at(p: usize) -> usize {
-    2 * p * LINE + MAX_HEAD_SETS * 8
+    (p + 1) * LINE + MAX_HEAD_SETS * 8
 }
 
 /// How many sets of slots' data a region of `p` members has: calls whose
@@ -594,11 +594,11 @@ impl Region {
     /// settled, the chain's upper 48 bits. In its own region, written by
     /// it alone.
     fn ledger(&self, j: usize) -> &AtomicU64 {
-        let at = self.slots.ledger_at(j);
+        let at = self.slots.ledger_at();
         // SAFETY: as in `Slots::word`, in member `j`'s heap, which this
         // process maps as long as the world's transports live
-        // (`Region::new`); the word is 8-aligned, inside the region's
-        // first `2p` lines, and only member `j` writes it.
+        // (`Region::new`); the word is 8-aligned, in the line after the
+        // posted words, and only member `j` writes it.
         unsafe { &*((self.peers[j] + at) as *const AtomicU64) }
     }
 
@@ -1125,17 +1125,17 @@ impl Slots {
         sender * LINE
     }
 
-    /// Where member `j`'s ledger word is in its own region
+    /// Where a member's ledger word is in its own region
     /// ([`Region::vouched`]): in a line of its own after the posted words,
     /// apart from its running word, which spinning members read.
-    fn ledger_at(&self, j: usize) -> usize {
-        (self.p + j) * LINE
+    fn ledger_at(&self) -> usize {
+        self.p * LINE
     }
 
     /// Where the ledger ring's word of call `n` is in a member's region:
-    /// one word per set of slots' heads, after the ledger words.
+    /// one word per set of slots' heads, after the ledger word's line.
     fn ring_at(&self, n: u64) -> usize {
-        2 * self.p * LINE + self.set(n) * 8
+        (self.p + 1) * LINE + self.set(n) * 8
     }
 
     /// The set of slots of call `n`.
