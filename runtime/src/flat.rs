@@ -613,9 +613,9 @@ impl Region {
     /// where a member that only sends runs up to 255 calls ahead: one
     /// read then covers the calls a member made since the last, where
     /// reviewing slot by slot read a line per member and call (the
-    /// member's stamp, which no other member reads in a broadcast's
-    /// receivers or a reduce's senders), and its writer took the line
-    /// back for its next call of that set. See `docs/ARCHITECTURE.md`
+    /// member's stamp, which nothing else reads when a broadcast's
+    /// receivers or a reduce's senders check each other), and its writer
+    /// took the line back for its next call of that set. See `docs/ARCHITECTURE.md`
     /// for what it gained.
     fn vouched(&self, j: usize, m: u64) -> bool {
         let known = &self.agreed[j];
