@@ -12,16 +12,17 @@
 //! (in the line of its own index, a PE's *running* word instead, see
 //! [`Region::wait`]), a line for the PE's *ledger* word and a ring of
 //! them (see [`Region::vouched`]), then `K` sets of slots (call `n` uses
-//! set `n mod K`), one slot per sender: a flag (the call's number + 1), the sender's
-//! stamp of the call, the call's number, and up to [`data_size`] bytes of
-//! data. When the PEs do not outnumber the cores, a slot is whole (the
-//! data after the header) and `K` is [`data_sets`]. When they do (crowded), a slot's
-//! header and blocks of up to [`SMALL_INLINE`] bytes lie in its *head*,
-//! two lines among the sender's heads of every set, and larger blocks in
-//! its data, after every head; there are `K` = [`head_sets`] sets of
-//! heads, more than the `D` = [`data_sets`] sets of data (a call that
-//! writes data uses set `n mod D` of them), so that a member that only
-//! sends runs further ahead of the others in small calls.
+//! set `n mod K`), one slot per sender: a flag (the call's number + 1),
+//! the sender's stamp of the call, the call's number, and up to
+//! [`data_size`] bytes of data. When the PEs do not outnumber the cores, a
+//! slot is whole (the data after the header) and `K` is [`data_sets`].
+//! When they do (crowded), a slot's header and blocks of up to
+//! [`SMALL_INLINE`] bytes lie in its *head*, two lines among the sender's
+//! heads of every set, and larger blocks in its data, after every head;
+//! there are `K` = [`head_sets`] sets of heads, more than the `D` =
+//! [`data_sets`] sets of data (a call that writes data uses set `n mod D`
+//! of them), so that a member that only sends runs further ahead of the
+//! others in small calls.
 //!
 //! Call `n` on the flat path:
 //! 1. Wait until every member has entered call `n - K + 1`, or `n - D + 1`
@@ -365,8 +366,9 @@ pub(crate) struct Region {
     /// it reads the member's ledger word again ([`Region::vouched`]).
     agreed: [AtomicU64; MAX_MEMBERS],
     retry: [AtomicU64; MAX_MEMBERS],
-    /// Whether the node's PEs outnumber its cores: only then do members
-    /// keep chains ([`Region::vouched`]).
+    /// Whether the node's PEs outnumber its cores (as the engine is told
+    /// too): waits then yield ([`Region::wait`]) and members keep chains
+    /// ([`Region::vouched`]).
     crowded: bool,
     /// Whether the processor takes lines for writing ahead of the stores
     /// ([`claim`]).
@@ -570,7 +572,7 @@ impl Region {
         if !self.crowded {
             return;
         }
-        let chain = mix(mix(self.chain.load(Ordering::Relaxed) ^ token[0]) ^ token[1]);
+        let chain = fold(self.chain.load(Ordering::Relaxed), token);
         self.chain.store(chain, Ordering::Relaxed);
         self.settled.store(n + 1, Ordering::Relaxed);
         let word = ledger_word(chain, n + 1);
@@ -615,8 +617,8 @@ impl Region {
     /// reviewing slot by slot read a line per member and call (the
     /// member's stamp, which nothing else reads when a broadcast's
     /// receivers or a reduce's senders check each other), and its writer
-    /// took the line back for its next call of that set. See `docs/ARCHITECTURE.md`
-    /// for what it gained.
+    /// took the line back for its next call of that set. See
+    /// `docs/ARCHITECTURE.md` for what it gained.
     fn vouched(&self, j: usize, m: u64) -> bool {
         let known = &self.agreed[j];
         if known.load(Ordering::Relaxed) > m {
@@ -736,7 +738,7 @@ impl Region {
         // the loop below cannot be forwarded from the store buffer.
         let only = only.unwrap_or(usize::MAX);
         let others = || (0..p).filter(move |&j| j != me && (only == usize::MAX || only == j));
-        let crowded = world.engine().oversubscribed();
+        let crowded = self.crowded;
         if crowded {
             let mine = self.running(me);
             let mut core = processor();
@@ -1530,6 +1532,11 @@ fn mix(mut x: u64) -> u64 {
     x ^ x >> 33
 }
 
+/// `chain` with one more call's `token` folded in ([`Region::settle`]).
+fn fold(chain: u64, token: &[u64; 2]) -> u64 {
+    mix(mix(chain ^ token[0]) ^ token[1])
+}
+
 /// A ledger word: the upper 48 bits of `chain`, the lower 16 of `count`
 /// (one word, so that a reader never sees a count with another count's
 /// chain).
@@ -1560,7 +1567,7 @@ mod tests {
 
     #[test]
     fn a_ledger_word_gives_back_its_count_near_the_readers() {
-        let chain = mix(mix(7) ^ 9);
+        let chain = fold(0, &[7, 9]);
         for count in [0u64, 1, 255, 65_535, 65_536, 65_537, 1 << 40] {
             let word = ledger_word(chain, count);
             assert_eq!(word & !0xffff, chain & !0xffff);
@@ -1573,24 +1580,24 @@ mod tests {
 
     #[test]
     fn chains_of_different_calls_differ_and_stay_apart() {
-        let fold = |tokens: &[[u64; 2]]| {
+        let chains = |tokens: &[[u64; 2]]| {
             tokens
                 .iter()
                 .scan(0u64, |c, t| {
-                    *c = mix(mix(*c ^ t[0]) ^ t[1]);
-                    Some(*c & !0xffff)
+                    *c = fold(*c, t);
+                    Some(ledger_word(*c, 0))
                 })
                 .collect::<Vec<_>>()
         };
         let a = [[1, 8], [2, 8], [3, 16], [3, 16]];
         let b = [[1, 8], [2, 16], [3, 16], [3, 16]];
         let c = [[1, 8], GENERAL, [3, 16], [3, 16]];
-        let (fa, fb, fc) = (fold(&a), fold(&b), fold(&c));
+        let (fa, fb, fc) = (chains(&a), chains(&b), chains(&c));
         assert_eq!(fa[0], fb[0]);
         for k in 1..a.len() {
             assert_ne!(fa[k], fb[k], "call {k}");
             assert_ne!(fa[k], fc[k], "call {k}");
         }
-        assert_eq!(fold(&a), fa);
+        assert_eq!(chains(&a), fa);
     }
 }
