@@ -10,11 +10,13 @@
 //!
 //! Every PE's heap begins with a [`Region`]: one *posted* word per sender
 //! (in the line of its own index, a PE's *running* word instead, see
-//! [`Region::wait`]), a line for the PE's *ledger* word and a ring of
-//! them (see [`Region::vouched`]), then `K` sets of slots (call `n` uses
-//! set `n mod K`), one slot per sender: a flag (the call's number + 1),
-//! the sender's stamp of the call, the call's number, and up to
-//! [`data_size`] bytes of data. When the PEs do not outnumber the cores, a
+//! [`Region::wait`]), a line for the PE's *ledger* and *count* words and a
+//! ring of ledger words (see [`Region::vouched`] and [`Region::reached`]),
+//! then `K` sets of slots (call `n` uses set `n mod K`), one slot per
+//! sender (a PE's slot of its own index in its own heap is its *own*
+//! slot, which keeps its header of its recent calls): a flag (the call's
+//! number + 1), the sender's stamp of the call, the call's number, and up
+//! to [`data_size`] bytes of data. When the PEs do not outnumber the cores, a
 //! slot is whole (the data after the header) and `K` is [`data_sets`].
 //! When they do (crowded), a slot's header and blocks of up to
 //! [`SMALL_INLINE`] bytes lie in its *head*, two lines among the sender's
@@ -26,19 +28,24 @@
 //!
 //! Call `n` on the flat path:
 //! 1. Wait until every member has entered call `n - K + 1`, or `n - D + 1`
-//!    if this call's blocks take the slots' data (its flag for that call
-//!    or its posted word says so, or a later one this PE saw already): it
-//!    no longer reads the slots this call writes, last written for call
-//!    `n - K` (or the data for a call no later than `n - D`). Check the
-//!    calls this PE left without waiting for every member (step 3) as far
-//!    as the members have entered them, call `n - K + 1` at the latest: a
-//!    member that called one differently, or took it off the flat path,
-//!    makes call `n` fail once it has completed. When crowded, a member
-//!    whose ledger shows that it called every call so far as this PE did
-//!    needs no such check.
-//! 2. Write the call number, the stamp and the block each member needs
-//!    into its slot, then raise the flag to `n + 1` (a put with signal), by
-//!    plain stores through the members' heaps mapped in this process.
+//!    if this call's blocks take the slots' data (its flag for that call,
+//!    its own slot's, its count word or its posted word says so, or a
+//!    later one this PE saw already): it no longer reads the slots this
+//!    call writes, last written for call `n - K` (or the data for a call
+//!    no later than `n - D`). Check the calls this PE left without waiting
+//!    for every member (step 3) as far as the members have entered them,
+//!    call `n - K + 1` at the latest: a member that called one
+//!    differently, or took it off the flat path, makes call `n` fail once
+//!    it has completed. When crowded, a member whose ledger shows that it
+//!    called every call so far as this PE did needs no such check.
+//! 2. Write the call number and the stamp into this PE's own slot, then
+//!    the call number, the stamp and the block each member needs into its
+//!    slot, and raise the flag to `n + 1` (a put with signal), by plain
+//!    stores through the members' heaps mapped in this process. When
+//!    crowded, only into the slots of the members that wait for this PE
+//!    in step 3 (and the own slot's flag is raised too): the others read
+//!    its own slot on the rare occasions they need its header
+//!    ([`Slots::pushes`]).
 //! 3. Wait for the members whose blocks this PE needs ([`Waits`]): every
 //!    member in the symmetric collectives and at the root of a reduce or
 //!    gather, the root only for the other members of a broadcast or
@@ -47,8 +54,10 @@
 //!    they run ahead as they would with eager messages. A member has
 //!    arrived when it has raised its flag for `n`, or posted `n + 1`: it
 //!    takes the general path for this call (the call is non-blocking
-//!    there, too large, has bad arguments or a forced algorithm). Exited
-//!    members are errors naming them.
+//!    there, too large, has bad arguments or a forced algorithm), or, once
+//!    this PE has waited long, when its own slot shows call `n` with
+//!    another stamp (it may not write to this PE then). Exited members
+//!    are errors naming them.
 //! 4. If a member this PE waited for posted, this PE takes the general
 //!    path, which checks the call itself, unless a member left the call on
 //!    the flat path already: it would never join the general one, so the
@@ -209,8 +218,8 @@ pub(crate) fn region_size(p: usize) -> usize {
 }
 
 /// Where the slots begin in a region of `p` members: after a line of
-/// posted words per member, the line of the region's owner's ledger word
-/// and its ledger ring ([`Region::settle`]).
+/// posted words per member, the line of the region's owner's ledger and
+/// count words and its ledger ring ([`Region::settle`]).
 fn heads_at(p: usize) -> usize {
     (p + 1) * LINE + MAX_HEAD_SETS * 8
 }
@@ -351,9 +360,6 @@ pub(crate) struct Region {
     unchecked: Box<[AtomicU64]>,
     /// How many sets' `unchecked` are not empty.
     pending: AtomicU64,
-    /// Where every member's heap is mapped in this process (this PE's own
-    /// included), for writing into their regions.
-    peers: Box<[usize]>,
     /// Per member: the number + 1 of the latest call this PE knows it has
     /// entered, so that step 1 reads its flags only when that is too old.
     entered: [AtomicU64; MAX_MEMBERS],
@@ -380,6 +386,14 @@ pub(crate) struct Region {
 struct Slots {
     /// Address of this PE's heap (an address keeps the world `Send`).
     heap: usize,
+    /// Where every member's heap is mapped in this process (this PE's own
+    /// included), for writing into their regions and reading their own
+    /// slots.
+    peers: [usize; MAX_MEMBERS],
+    /// Whether members write their slot of a call only into the heaps of
+    /// the members that wait for it ([`Slots::pushes`]), so that the
+    /// others read it in the writer's own slot: when crowded.
+    pulls: bool,
     p: usize,
     me: usize,
     sets: usize,
@@ -428,7 +442,7 @@ impl Region {
     /// used, and be written at these offsets only by this module. Every
     /// member must say the same of whether the node's PEs are `crowded`
     /// (outnumber its cores).
-    pub(crate) fn new(peers: Box<[usize]>, me: usize, crowded: bool) -> Region {
+    pub(crate) fn new(peers: &[usize], me: usize, crowded: bool) -> Region {
         let p = peers.len();
         assert!(p <= MAX_MEMBERS && me < p);
         let (heads, head, inline) = if crowded {
@@ -439,6 +453,8 @@ impl Region {
         Region {
             slots: Slots {
                 heap: peers[me],
+                peers: std::array::from_fn(|j| peers.get(j).copied().unwrap_or(0)),
+                pulls: crowded,
                 p,
                 me,
                 sets: heads,
@@ -460,7 +476,6 @@ impl Region {
             retry: std::array::from_fn(|_| AtomicU64::new(0)),
             crowded,
             claims: claims(),
-            peers,
         }
     }
 
@@ -578,6 +593,17 @@ impl Region {
         let word = ledger_word(chain, n + 1);
         self.ring(self.slots.me, n).store(word, Ordering::Relaxed);
         self.ledger(self.slots.me).store(word, Ordering::Relaxed);
+        self.count(self.slots.me).store(n + 1, Ordering::Release);
+    }
+
+    /// Member `j`'s count word: the number + 1 of the latest call it
+    /// settled, stored after it last read that call's slots, when crowded.
+    /// Beside its ledger word, in its own region, written by it alone.
+    fn count(&self, j: usize) -> &AtomicU64 {
+        let at = self.slots.ledger_at() + 8;
+        // SAFETY: as in `Region::ledger`: the word after the ledger word,
+        // in the same line, written only by member `j`.
+        unsafe { &*((self.slots.peers[j] + at) as *const AtomicU64) }
     }
 
     /// Member `j`'s ledger ring's word of call `n`: its ledger word when it
@@ -589,7 +615,7 @@ impl Region {
         // (`Region::new`); the word is 8-aligned, inside the ring before
         // the slots' heads (a word per set, at most `MAX_HEAD_SETS`), and
         // only member `j` writes it.
-        unsafe { &*((self.peers[j] + at) as *const AtomicU64) }
+        unsafe { &*((self.slots.peers[j] + at) as *const AtomicU64) }
     }
 
     /// Member `j`'s ledger word: the low 16 bits of how many calls it has
@@ -601,7 +627,7 @@ impl Region {
         // process maps as long as the world's transports live
         // (`Region::new`); the word is 8-aligned, in the line after the
         // posted words, and only member `j` writes it.
-        unsafe { &*((self.peers[j] + at) as *const AtomicU64) }
+        unsafe { &*((self.slots.peers[j] + at) as *const AtomicU64) }
     }
 
     /// Whether member `j` called calls `0..=m` as this PE did, as their
@@ -731,7 +757,7 @@ impl Region {
         op: &'static str,
         only: Option<usize>,
         spin: bool,
-        mut arrived: impl FnMut(usize) -> bool,
+        mut arrived: impl FnMut(usize, bool) -> bool,
     ) -> Result<()> {
         let (p, me) = (self.slots.p, self.slots.me);
         // `only` as a plain word: an `Option` spilled and reloaded whole in
@@ -745,7 +771,7 @@ impl Region {
             mine.store(core, Ordering::Relaxed);
             let (mut yields, mut spins) = (0, 0);
             while yields < YIELDS {
-                let Some(j) = others().find(|&j| !arrived(j)) else {
+                let Some(j) = others().find(|&j| !arrived(j, false)) else {
                     return Ok(());
                 };
                 // Their running word is read only by a wait that may spin.
@@ -768,7 +794,7 @@ impl Region {
             mine.store(0, Ordering::Relaxed);
         } else {
             for _ in 0..SPINS {
-                if others().all(&mut arrived) {
+                if others().all(|j| arrived(j, false)) {
                     return Ok(());
                 }
                 std::hint::spin_loop();
@@ -780,7 +806,7 @@ impl Region {
             .wait_memory(op, Watch::Listed(&waiting), |_| {
                 let mut w = waiting.borrow_mut();
                 w.clear();
-                w.extend(others().filter(|&j| !arrived(j)));
+                w.extend(others().filter(|&j| !arrived(j, true)));
                 w.is_empty().then_some(Ok(()))
             });
         if crowded {
@@ -802,17 +828,30 @@ impl Region {
         // first `p` lines, and only member `j` writes it (nothing else
         // uses that word: others post only into the lines of their own
         // indices).
-        unsafe { &*((self.peers[j] + at) as *const AtomicU64) }
+        unsafe { &*((self.slots.peers[j] + at) as *const AtomicU64) }
     }
 
     /// Whether member `j` has entered call `n` or a later one, either way,
-    /// as this PE knows or its flags and posted word say.
+    /// as this PE knows or its count word, flags and posted word say. When
+    /// crowded, the count word comes first: one reading there covers every
+    /// call the member has made since, where its flags tell of one call
+    /// each (and it writes no flag into this PE's heap in calls where this
+    /// PE does not wait for it, [`Slots::pushes`]). A member that failed a
+    /// call has not settled it, and its flags tell then.
+    #[inline(always)]
     fn reached(&self, n: u64, j: usize) -> bool {
         if self.entered[j].load(Ordering::Relaxed) > n {
             return true;
         }
+        if self.crowded {
+            let count = self.count(j).load(Ordering::Acquire);
+            self.saw(j, count);
+            if count > n {
+                return true;
+            }
+        }
         let s = &self.slots;
-        let flag = s.word(s.slot_at(n, j)).load(Ordering::Acquire);
+        let (_, flag) = s.header(n, j);
         let posted = s.word(s.posted_at(j)).load(Ordering::Acquire);
         self.saw(j, flag.max(posted));
         flag > n || posted > n
@@ -840,7 +879,7 @@ impl Region {
     fn push(&self, j: usize, n: u64, stamp: &Stamp, block: &[u8]) {
         let s = &self.slots;
         assert!(block.len() <= s.data);
-        let base = self.peers[j];
+        let base = self.slots.peers[j];
         // The header's line, and where the block's bytes past it go.
         let (at, rest_at, _) = s.lines(n, s.me, block.len());
         let word = |offset: usize| {
@@ -892,7 +931,7 @@ impl Region {
             - 1;
         if n >= ahead {
             let awaited = n - ahead;
-            self.wait(world, c.op, None, false, |j| self.reached(awaited, j))?;
+            self.wait(world, c.op, None, false, |j, _| self.reached(awaited, j))?;
             // A member this PE runs ahead of is likely to have entered the
             // next call's awaited one by then: its flag is fetched meanwhile.
             for j in (0..p).filter(|&j| j != me) {
@@ -904,25 +943,30 @@ impl Region {
         let mut late = self.review(oldest..oldest + 1);
         let sig = c.sig;
         let stamp = Stamp::new(sig, c.part);
+        // This PE's own slot keeps its header, for the checks of `review`
+        // and for the members it does not write its slot to.
         let at = s.slot_at(n, me);
-        // This PE's own slot keeps its stamp, for the checks of `review`.
         s.word(at + CALL).store(n, Ordering::Relaxed);
+        fence(Ordering::Release);
         for (i, &w) in stamp.0.iter().enumerate() {
             s.word(at + 8 + 8 * i).store(w, Ordering::Relaxed);
         }
-        for j in (0..p).filter(|&j| j != me) {
+        if s.pulls {
+            s.word(at).store(n + 1, Ordering::Release);
+        }
+        let role = s.waits(sig, c.part, me);
+        for j in (0..p).filter(|&j| j != me && s.pushes(sig, c.part, me, j)) {
             let block = outgoing(sig, c.piece(), me, j, c.input, c.output).unwrap_or(&[]);
             self.push(j, n, &stamp, block);
             // The next call's slot, while this PE computes this one.
             if self.claims && block.len() <= CLAIM_LIMIT {
                 let (at, rest, count) = s.lines(n + 1, me, block.len());
-                claim(self.peers[j] + at);
+                claim(self.slots.peers[j] + at);
                 for i in 0..count {
-                    claim(self.peers[j] + rest + i * LINE);
+                    claim(self.slots.peers[j] + rest + i * LINE);
                 }
             }
         }
-        let role = s.waits(sig, c.part, me);
         // A waiter fetches the data lines of a small slot with the flag's.
         let few = s.line_count(c.bytes) <= PREFETCH_LINES;
         let fetch_data = |j: usize| {
@@ -934,11 +978,11 @@ impl Region {
             Waits::Nobody => {}
             Waits::Root => {
                 let root = sig.root;
-                self.wait(world, c.op, Some(root), false, |j| {
+                self.wait(world, c.op, Some(root), false, |j, pull| {
                     fetch_data(j);
-                    s.entered(n, j).is_some()
+                    s.arrived(n, j, pull.then_some(&stamp)).is_some()
                 })?;
-                if s.entered(n, root) == Some(false) {
+                if s.arrived(n, root, Some(&stamp)) == Some(false) {
                     self.settle(n, &GENERAL);
                     return Ok(Outcome { done: false, late });
                 }
@@ -957,9 +1001,9 @@ impl Region {
                     }
                 }
                 let mut flat = true;
-                self.wait(world, c.op, None, true, |j| {
+                self.wait(world, c.op, None, true, |j, pull| {
                     fetch_data(j);
-                    match s.entered(n, j) {
+                    match s.arrived(n, j, pull.then_some(&stamp)) {
                         Some(f) => {
                             flat &= f;
                             true
@@ -1128,8 +1172,9 @@ impl Slots {
     }
 
     /// Where a member's ledger word is in its own region
-    /// ([`Region::vouched`]): in a line of its own after the posted words,
-    /// apart from its running word, which spinning members read.
+    /// ([`Region::vouched`]), its count word after it ([`Region::reached`]):
+    /// in a line of their own after the posted words, apart from its
+    /// running word, which spinning members read.
     fn ledger_at(&self) -> usize {
         self.p * LINE
     }
@@ -1226,11 +1271,59 @@ impl Slots {
     }
 
     fn word(&self, offset: usize) -> &AtomicU64 {
+        self.word_in(self.heap, offset)
+    }
+
+    /// Word `offset` of the region in the heap mapped at `heap`, this PE's
+    /// or a member's ([`Slots::peers`]).
+    fn word_in(&self, heap: usize, offset: usize) -> &AtomicU64 {
         debug_assert!(offset % 8 == 0 && offset + 8 <= region_size(self.p));
-        // SAFETY: the heap is mapped for the region's life, page-aligned,
-        // and the offset is 8-aligned inside the region (`Region::new`);
-        // peers write these words only atomically (transport atomics).
-        unsafe { &*((self.heap + offset) as *const AtomicU64) }
+        debug_assert!(self.peers[..self.p].contains(&heap));
+        // SAFETY: every member's heap is mapped for the region's life,
+        // page-aligned, and the offset is 8-aligned inside the region
+        // (`Region::new`); members write these words only atomically
+        // (stores through the mapping, or transport atomics).
+        unsafe { &*((heap + offset) as *const AtomicU64) }
+    }
+
+    /// Whether member `from` writes its slot of part `part` of a call of
+    /// `sig` into member `to`'s heap: always, unless [`Slots::pulls`]; then
+    /// only if `to` waits for `from` there. The others read `from`'s own
+    /// slot in its heap instead, when they check it ([`Slots::header`]):
+    /// at 4 PEs on 2 cores a broadcast's receivers so write nothing to each
+    /// other or to the root, and a reduce's members write only to the root.
+    fn pushes(&self, sig: &Signature, part: usize, from: usize, to: usize) -> bool {
+        !self.pulls
+            || match self.waits(sig, part, to) {
+                Waits::Everyone => true,
+                Waits::Root => sig.root == from,
+                Waits::Nobody => false,
+            }
+    }
+
+    /// Where `sender`'s header of call `n` is for this PE (the address of
+    /// the heap that holds it), with its flag: in this PE's heap, where the
+    /// sender writes it if this PE waits for it; otherwise, if it
+    /// [`pulls`](Slots::pulls), in the sender's own slot, which it writes
+    /// in every call, when that slot's flag has got as far as call `n`.
+    #[inline(always)]
+    fn header(&self, n: u64, sender: usize) -> (usize, u64) {
+        let flag = self.word(self.slot_at(n, sender)).load(Ordering::Acquire);
+        if flag > n || !self.pulls {
+            return (self.heap, flag);
+        }
+        self.own_header(n, sender).unwrap_or((self.heap, flag))
+    }
+
+    /// `sender`'s own slot of call `n`'s set, in its heap, if its flag has
+    /// got as far as call `n`: where its heap is, and the flag.
+    #[cold]
+    fn own_header(&self, n: u64, sender: usize) -> Option<(usize, u64)> {
+        let theirs = self.peers[sender];
+        let own = self
+            .word_in(theirs, self.slot_at(n, sender))
+            .load(Ordering::Acquire);
+        (own > n).then_some((theirs, own))
     }
 
     /// The data `sender` wrote for call `n`, once its flag says so.
@@ -1243,15 +1336,17 @@ impl Slots {
         unsafe { std::slice::from_raw_parts((self.heap + at) as *const u8, len) }
     }
 
-    /// The stamp `sender` wrote for call `n`, once its flag says so:
-    /// `Err(())` if its slot already holds a later call (the sender writes
-    /// the call word before the stamp, and it is read after).
-    fn stamp(&self, n: u64, sender: usize) -> Result<Stamp, ()> {
+    /// The stamp `sender` wrote for call `n` into its slot in the heap
+    /// mapped at `heap` (this PE's, or its own, see [`Slots::header`]), once
+    /// the slot's flag says so: `Err(())` if the slot already holds a later
+    /// call (the sender writes the call word before the stamp, and it is
+    /// read after).
+    fn stamp(&self, heap: usize, n: u64, sender: usize) -> Result<Stamp, ()> {
         let at = self.slot_at(n, sender);
         let w: [u64; 2] =
-            std::array::from_fn(|i| self.word(at + 8 + 8 * i).load(Ordering::Relaxed));
+            std::array::from_fn(|i| self.word_in(heap, at + 8 + 8 * i).load(Ordering::Relaxed));
         fence(Ordering::Acquire);
-        if self.word(at + CALL).load(Ordering::Relaxed) != n {
+        if self.word_in(heap, at + CALL).load(Ordering::Relaxed) != n {
             return Err(());
         }
         Ok(Stamp(w))
@@ -1259,8 +1354,10 @@ impl Slots {
 
     /// The stamp `sender` wrote for the call `n` this PE is in, once its
     /// flag says so (no member can be a whole round of sets ahead).
+    #[inline(always)]
     fn current(&self, n: u64, sender: usize) -> Option<Stamp> {
-        self.stamp(n, sender).ok()
+        let (heap, _) = self.header(n, sender);
+        self.stamp(heap, n, sender).ok()
     }
 }
 
@@ -1316,9 +1413,16 @@ impl Stamp {
 }
 
 impl Slots {
-    /// Whether `sender` has entered call `n` on the flat path (`Some(true)`),
-    /// on the general path (`Some(false)`), or not yet.
-    fn entered(&self, n: u64, sender: usize) -> Option<bool> {
+    /// Whether `sender`, which this PE waits for in call `n`, has written
+    /// its slot of the call into this PE's heap (`Some(true)`), taken the
+    /// call to the general path (`Some(false)`), or not yet (`None`).
+    /// With `mine`, this PE's stamp of the call, it has also arrived
+    /// (`Some(true)`) if its own slot says it called the call otherwise
+    /// ([`Slots::pulls`]): it may not write to this PE then, and the stamps'
+    /// check fails the call. With equal stamps it writes to this PE as
+    /// well, and its block is read only once it has.
+    #[inline(always)]
+    fn arrived(&self, n: u64, sender: usize, mine: Option<&Stamp>) -> Option<bool> {
         // The posted word first: a PE posts a later call only after raising
         // its flag for this one, so the flag read next is then current.
         let posted = self.word(self.posted_at(sender)).load(Ordering::Acquire);
@@ -1328,8 +1432,17 @@ impl Slots {
         } else if posted > n {
             Some(false)
         } else {
-            None
+            let mine = mine.filter(|_| self.pulls)?;
+            self.differs(n, sender, mine).then_some(true)
         }
+    }
+
+    /// Whether `sender`'s own slot says it is in call `n` with a stamp
+    /// other than `mine` ([`Slots::arrived`]).
+    #[cold]
+    fn differs(&self, n: u64, sender: usize, mine: &Stamp) -> bool {
+        self.own_header(n, sender)
+            .is_some_and(|(heap, own)| own == n + 1 && self.stamp(heap, n, sender) != Ok(*mine))
     }
 
     /// Checks call `n` for the `unchecked` members (a bit each) that have
@@ -1337,18 +1450,18 @@ impl Slots {
     /// off the flat path. Returns the members still to check (none once
     /// something is wrong) and what is wrong.
     fn review(&self, n: u64, mut unchecked: u64) -> (u64, Late) {
-        let Some(mine) = self.current(n, self.me) else {
+        let Some(mine) = self.stamp(self.heap, n, self.me).ok() else {
             return (0, None);
         };
         let mut differ = Vec::new();
         let mut off = Vec::new();
         let members = unchecked;
         for j in (0..self.p).filter(|&j| members & 1 << j != 0) {
-            // The posted word first, as in `entered`.
+            // The posted word first, as in `arrived`.
             let posted = self.word(self.posted_at(j)).load(Ordering::Acquire);
-            let flag = self.word(self.slot_at(n, j)).load(Ordering::Acquire);
+            let (heap, flag) = self.header(n, j);
             if flag == n + 1 {
-                match self.stamp(n, j) {
+                match self.stamp(heap, n, j) {
                     Ok(theirs) if theirs != mine => differ.push((j, Some(theirs))),
                     // The same, or overwritten since the flag was read.
                     _ => {}
@@ -1381,11 +1494,11 @@ impl Slots {
     /// waiting (it only sends there), with its stamp.
     fn leaver(&self, n: u64) -> Option<(usize, Stamp)> {
         (0..self.p).filter(|&j| j != self.me).find_map(|j| {
-            let flag = self.word(self.slot_at(n, j)).load(Ordering::Acquire);
+            let (heap, flag) = self.header(n, j);
             if flag != n + 1 {
                 return None;
             }
-            let stamp = self.stamp(n, j).ok()?;
+            let stamp = self.stamp(heap, n, j).ok()?;
             let role = self.waits(&stamp.signature()?, stamp.part(), j);
             (role == Waits::Nobody).then_some((j, stamp))
         })

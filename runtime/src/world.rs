@@ -96,7 +96,7 @@ impl World {
             .all(|&l| wiring.lanes[l as usize].caps().load_store);
         let flat = mapped
             .filter(|_| size <= flat::MAX_MEMBERS && atomics)
-            .map(|peers| flat::Region::new(peers, rank, wiring.oversubscribed));
+            .map(|peers| flat::Region::new(&peers, rank, wiring.oversubscribed));
         let engine = Arc::new(Engine::new(
             rank,
             size,

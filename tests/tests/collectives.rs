@@ -102,8 +102,10 @@ fn a_rooted_call_mixing_blocking_and_nonblocking_fails_everywhere_on_the_flat_pa
         let job = coll(&["mixed-rooted"], n, &[]);
         let errors = job.stdout.matches("expected error: ").count();
         if flat {
-            // Broadcast and reduce each fail on every rank.
-            assert!(errors >= 2 * n, "{errors} errors:\n{}", job.stdout);
+            // The broadcast and the reduces each fail on every rank, but
+            // the last reduce at 2 ranks.
+            let failing = if n > 2 { 3 } else { 2 };
+            assert!(errors >= failing * n, "{errors} errors:\n{}", job.stdout);
         }
     }
 }

@@ -523,10 +523,12 @@ fn mixed(world: &World) -> Check {
 }
 
 /// A broadcast that the last PE starts non-blocking, then a reduce that
-/// the root starts non-blocking, where the others call them blocking. On
-/// the flat path the members that only send leave such a call at once,
-/// so it fails on every PE, at the latest in the barrier after it, instead
-/// of hanging; on the general path it matches. Either way the team works
+/// the root starts non-blocking, then one that the last PE does, where the
+/// others call them blocking. On the flat path the members that only send
+/// leave such a call at once, so it fails on every PE, at the latest in
+/// the barrier after it, instead of hanging (the last reduce at 2 PEs
+/// matches: the root waits for the other PE and meets it on the general
+/// path); on the general path it matches. Either way the team works
 /// afterwards.
 fn mixed_rooted(world: &World) -> Check {
     let (me, n) = (world.rank(), world.size());
@@ -551,6 +553,22 @@ fn mixed_rooted(world: &World) -> Check {
         t.barrier(),
     ];
     report("mixed reduce", &calls, || me != 0 || d == [n as u64; 2])?;
+    // The same with a member that only sends taking the call non-blocking:
+    // at 2 PEs the root meets it on the general path; with more, the
+    // others leave the call on the flat path, which it finds in their own
+    // heaps (crowded, they write only into the root's).
+    let mut d = [1u64; 2];
+    let calls = [
+        if me == n - 1 {
+            world.scope(|s| s.ireduce(&t, 0, &mut d, ReduceOp::Sum)?.wait().map(drop))
+        } else {
+            t.reduce(0, &mut d, ReduceOp::Sum)
+        },
+        t.barrier(),
+    ];
+    report("mixed reduce at a sender", &calls, || {
+        me != 0 || d == [n as u64; 2]
+    })?;
     let mut d = [1u64];
     w(t.allreduce(&mut d, ReduceOp::Sum))?;
     ensure(d[0] == n as u64, || format!("allreduce after: {}", d[0]))
@@ -590,6 +608,20 @@ fn mismatch_root(world: &World) -> Check {
     ];
     // A mismatch in the broadcast or one of the two calls after it.
     report("broadcast of two roots", &calls, || false)?;
+    // The last PE waits for every member where the others broadcast: the
+    // root's block reaches it, and the receivers' calls (which, crowded,
+    // they write only into their own heaps) are read there.
+    let mut d = [me as u64; 4];
+    let calls = [
+        if me == n - 1 {
+            t.allreduce(&mut d, ReduceOp::Sum)
+        } else {
+            t.broadcast(0, &mut d)
+        },
+        t.barrier(),
+        t.allreduce(&mut x, ReduceOp::Sum),
+    ];
+    report("allreduce against broadcasts", &calls, || false)?;
     let mut d = [1u64];
     w(t.allreduce(&mut d, ReduceOp::Sum))?;
     ensure(d[0] == n as u64, || format!("allreduce after: {}", d[0]))
