@@ -67,11 +67,14 @@ limit=300
 # and registers the default 128 MiB in seconds at every start, a fifth of a
 # short run (the timed loops are not affected either way).
 heap=16M
+# Both sides' queue pairs wait 67 ms for an acknowledgement before sending
+# again (timeout 14, perftest's default; Weft's is 16, 268 ms): a packet
+# lost at the end of a burst costs each side the same.
+ack_timeout=14
 server="" client="" port=18600
 # Each step also reports the retransmissions its VM's device made meanwhile
 # (Soft-RoCE's requester count, `completer_retry_err`): a lost packet that
-# only the queue pair's timer recovers stalls a run for 67 ms (perftest's
-# timeout, 14) or 268 ms (Weft's, 16).
+# only the queue pair's timer recovers stalls a run for 67 ms.
 retries="cat /sys/class/infiniband/rxe0/ports/1/hw_counters/completer_retry_err 2>/dev/null || echo 0"
 counted() { # SIDE STEP: STEP, then a `retries` line for it
     echo "c0=\$($retries); $2 echo \"retries $r $name $1 \$((\$($retries) - c0))\"; "
@@ -119,7 +122,7 @@ for r in $(seq "$reps"); do
             if [ \$ok = 1 ]; then awk '/usec\\/iter/ || (\$1 ~ /^[0-9]+\$/ && NF >= 5) {print \"perftest $r $name\", \$0}' /tmp/out;
             else echo 'client $name failed:'; tail -5 /tmp/out; fi; "
         port=$((port + 1))
-        ws="echo step $r $name weft; WEFT_SYMMETRIC_SIZE=$heap timeout $limit $bin/weftrun --hosts rxe-vm-0:1,rxe-vm-1:1 --launcher manual --port $port --secret-file $work/job.key $bin/verbs_pair $name $iters | sed 's/^/weft $r /'; "
+        ws="echo step $r $name weft; WEFT_SYMMETRIC_SIZE=$heap WEFT_VERBS_TIMEOUT=$ack_timeout timeout $limit $bin/weftrun --hosts rxe-vm-0:1,rxe-vm-1:1 --launcher manual --port $port --secret-file $work/job.key $bin/verbs_pair $name $iters | sed 's/^/weft $r /'; "
         wc="echo step $r $name weft; timeout $limit $bin/weftrun --join rxe-vm-0:$port --secret-file $work/job.key --join-timeout $limit; "
         ps=$(met server $((port + 1000)) "$(counted perftest "$ps")")
         pc=$(met client $((port + 1000)) "$(counted perftest "$pc")")

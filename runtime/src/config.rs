@@ -35,6 +35,11 @@ pub struct Config {
     /// `WEFT_VERBS_GID_INDEX`: the GID table index on RoCE ports; the first
     /// IPv4-mapped GID when unset.
     pub verbs_gid_index: Option<u32>,
+    /// `WEFT_VERBS_TIMEOUT`: the verbs queue pairs' local ACK timeout, as
+    /// InfiniBand gives it: 4.096 µs * 2^value per try (1 to 31), 7 tries
+    /// before a request fails; the transport's default (16, 268 ms) when
+    /// unset.
+    pub verbs_timeout: Option<u8>,
     /// `WEFT_EAGER_LIMIT`: messages up to this many bytes are copied
     /// through the message queues; longer ones go by rendezvous.
     pub eager_limit: usize,
@@ -77,6 +82,21 @@ impl Config {
                     value: v.clone(),
                     reason: "not a GID table index (a small non-negative integer)".into(),
                 })?),
+            },
+            verbs_timeout: match get("WEFT_VERBS_TIMEOUT") {
+                None => None,
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|t| (1..=31).contains(t))
+                    .ok_or_else(|| Cause::Config {
+                        var: "WEFT_VERBS_TIMEOUT",
+                        value: v.clone(),
+                        reason: "not an ACK timeout exponent from 1 to 31 (4.096 µs * 2^value)"
+                            .into(),
+                    })
+                    .map(Some)?,
             },
             eager_limit: size(get, "WEFT_EAGER_LIMIT", DEFAULT_EAGER_LIMIT, true)?,
             progress_thread: choice(get, "WEFT_PROGRESS_THREAD", &[("0", false), ("1", true)])?,
@@ -246,6 +266,18 @@ mod tests {
         );
         let bad = Config::from_lookup(|k| (k == "WEFT_TRANSPORT").then(|| "carrier-pigeon".into()));
         assert!(bad.unwrap_err().to_string().contains("WEFT_TRANSPORT"));
+        assert_eq!(c.verbs_timeout, None);
+        let timeout = |v: &'static str| {
+            Config::from_lookup(move |k| (k == "WEFT_VERBS_TIMEOUT").then(|| v.into()))
+        };
+        assert_eq!(timeout("14").unwrap().verbs_timeout, Some(14));
+        for bad in ["0", "32", "fast"] {
+            let e = timeout(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("WEFT_VERBS_TIMEOUT") && e.contains("1 to 31"),
+                "{e}"
+            );
+        }
         let ring = Config::from_lookup(|k| (k == "WEFT_COLL_ALLREDUCE").then(|| "ring".into()));
         assert_eq!(
             ring.unwrap().algorithm_for(Collective::Allreduce),

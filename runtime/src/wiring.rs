@@ -191,6 +191,7 @@ mod verbs {
         let options = VerbsOptions {
             device: config.verbs_device.clone(),
             gid_index: config.verbs_gid_index,
+            ack_timeout: config.verbs_timeout,
             oversubscribed,
             exits: boot.exits().cloned(),
         };

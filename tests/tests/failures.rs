@@ -140,6 +140,17 @@ fn bad_configuration_is_an_init_error_naming_the_variable() {
         job.stderr
     );
     let job = run(
+        &["-n", "2", &weft_check_arg(), "rma"],
+        &[("WEFT_VERBS_TIMEOUT", "0")],
+        "",
+    );
+    assert_ne!(job.code, Some(0));
+    assert!(
+        job.stderr.contains("WEFT_VERBS_TIMEOUT=\"0\""),
+        "{}",
+        job.stderr
+    );
+    let job = run(
         &["-n", "1", &weft_check_arg(), "rma"],
         &[("WEFT_SYMMETRIC_SIZE", "100T")],
         "",

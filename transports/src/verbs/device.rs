@@ -286,14 +286,14 @@ unsafe impl Send for QueuePair {}
 // SAFETY: as above.
 unsafe impl Sync for QueuePair {}
 
-/// Local ACK timeout exponent: 4.096 us * 2^16 = 268 ms per try.
-const ACK_TIMEOUT: u32 = 16;
-/// Transport retries before a work request fails (about 2 s in all).
+/// Transport retries before a work request fails: 7 tries of the local
+/// ACK timeout (about 2 s in all with the default, [`DEFAULT_ACK_TIMEOUT`]).
 const RETRY_COUNT: u32 = 7;
 
 impl QueuePair {
-    /// Connects to `remote`, sending from packet sequence number `psn`.
-    pub(super) fn connect(&self, remote: &Endpoint, psn: u32) -> io::Result<()> {
+    /// Connects to `remote`, sending from packet sequence number `psn`,
+    /// with a local ACK timeout of 4.096 µs * 2^`ack_timeout` per try.
+    pub(super) fn connect(&self, remote: &Endpoint, psn: u32, ack_timeout: u8) -> io::Result<()> {
         let rd_atomic = self.device.port.max_rd_atomic.clamp(1, 16);
         // SAFETY: the queue pair and device are live; `remote.gid` is 16 bytes.
         let rc = unsafe {
@@ -306,7 +306,7 @@ impl QueuePair {
                 remote.lid,
                 remote.gid.as_ptr(),
                 rd_atomic,
-                ACK_TIMEOUT,
+                u32::from(ack_timeout),
                 RETRY_COUNT,
             )
         };

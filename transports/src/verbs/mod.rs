@@ -101,24 +101,38 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 /// How long a signaled request to a peer on another node may go without a
 /// completion, while this PE watches (see [`stall`]), before the peer
 /// counts as gone. The queue pairs' own retry
-/// budget (timeout 16, 7 retries: about 2 s) should report a silent peer
+/// budget (7 retries: about 2 s with the default timeout) should report a silent peer
 /// first; some devices (Soft-RoCE among them) never complete requests to a
 /// queue pair that was destroyed, so this bounds the wait.
 const RESPONSE_LIMIT: Duration = Duration::from_secs(10);
 
-/// Which device and GID to use (`WEFT_VERBS_DEVICE`, `WEFT_VERBS_GID_INDEX`).
+/// Which device and GID to use, and how long a request waits for its
+/// acknowledgement (`WEFT_VERBS_DEVICE`, `WEFT_VERBS_GID_INDEX`,
+/// `WEFT_VERBS_TIMEOUT`).
 #[derive(Clone, Debug, Default)]
 pub struct VerbsOptions {
     /// Device name, e.g. `mlx5_0`; the first device with an active port when `None`.
     pub device: Option<String>,
     /// GID table index on RoCE ports; the first IPv4-mapped (RoCE v2) GID when `None`.
     pub gid_index: Option<u32>,
+    /// The queue pairs' local ACK timeout, 4.096 µs * 2^`ack_timeout` (1 to
+    /// 31; [`DEFAULT_ACK_TIMEOUT`] when `None`), after which a request
+    /// without an acknowledgement is sent again, up to 7 times before it
+    /// fails.
+    pub ack_timeout: Option<u8>,
     /// More PEs than cores on this node: waits yield at once instead of spinning.
     pub oversubscribed: bool,
     /// The launcher's word on which PEs left the job: a peer on another node
     /// marked there is gone at once, without waiting for the network to say.
     pub exits: Option<Arc<ExitView>>,
 }
+
+/// The default local ACK timeout exponent: 268 ms a try, about 2 s before
+/// a request to a silent peer fails. Shorter timeouts recover a lost packet
+/// that only the timer finds sooner, but a peer that merely answers late
+/// (a loaded host, an emulated device) is then sent packets again for
+/// nothing, and given up on sooner.
+pub const DEFAULT_ACK_TIMEOUT: u8 = 16;
 
 /// What a peer looks like once connected.
 struct Peer {
@@ -267,6 +281,7 @@ pub struct VerbsTransport {
     inline_cap: usize,
     oversubscribed: bool,
     exits: Option<Arc<ExitView>>,
+    ack_timeout: u8,
     device: Arc<Device>,
     /// Keeps the heap's mapping alive as long as its registration.
     _segment: Arc<Segment>,
@@ -287,6 +302,12 @@ impl VerbsTransport {
             transport: "verbs",
             reason,
         };
+        let ack_timeout = options.ack_timeout.unwrap_or(DEFAULT_ACK_TIMEOUT);
+        if !(1..=31).contains(&ack_timeout) {
+            return Err(no_device(format!(
+                "ACK timeout exponent {ack_timeout} is outside 1-31"
+            )));
+        }
         // Credits per peer shrink as the job grows; the shared receive queue
         // holds at most 4096 buffers (senders beyond it are held back by the
         // device's receiver-not-ready retries, never dropped).
@@ -361,6 +382,7 @@ impl VerbsTransport {
             inline_cap,
             oversubscribed: options.oversubscribed,
             exits: options.exits.clone(),
+            ack_timeout,
             device,
             _segment: segment,
         })
@@ -411,7 +433,7 @@ impl VerbsTransport {
                 gid: a.gid,
             };
             self.qps[pe]
-                .connect(&remote, psn(me, pe))
+                .connect(&remote, psn(me, pe), self.ack_timeout)
                 .map_err(|e| os("ibv_modify_qp", format!("queue pair to PE {pe}"), e))?;
             peers.push(Peer {
                 process: (a.node == node).then(|| PeerProcess::new(pe, a.pid)),

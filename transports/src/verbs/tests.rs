@@ -12,6 +12,14 @@ const HEAP: usize = 1 << 20;
 
 /// Two connected PEs, each with its own segment and transport.
 fn pair(tag: &str) -> (VerbsTransport, VerbsTransport, Vec<Arc<Segment>>) {
+    pair_with(tag, &VerbsOptions::default())
+}
+
+/// [`pair`] opened with `options`.
+fn pair_with(
+    tag: &str,
+    options: &VerbsOptions,
+) -> (VerbsTransport, VerbsTransport, Vec<Arc<Segment>>) {
     let job = format!("v{tag}{}", std::process::id());
     let layout = SegmentLayout {
         nranks: 2,
@@ -24,9 +32,7 @@ fn pair(tag: &str) -> (VerbsTransport, VerbsTransport, Vec<Arc<Segment>>) {
         s.unlink().unwrap();
     }
     let mut ts: Vec<VerbsTransport> = (0..2)
-        .map(|r| {
-            VerbsTransport::open(segs[r].clone(), layout, r, 2, &VerbsOptions::default()).unwrap()
-        })
+        .map(|r| VerbsTransport::open(segs[r].clone(), layout, r, 2, options).unwrap())
         .collect();
     let addrs: Vec<Vec<u8>> = ts.iter().map(VerbsTransport::address).collect();
     for t in &mut ts {
@@ -52,6 +58,40 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
+}
+
+#[test]
+fn verbs_ack_timeout_out_of_range_is_refused() {
+    let layout = SegmentLayout {
+        nranks: 1,
+        heap_size: HEAP,
+    };
+    let seg = Arc::new(create_segment(&format!("vto{}", std::process::id()), 0, layout).unwrap());
+    seg.unlink().unwrap();
+    for bad in [0, 32] {
+        let options = VerbsOptions {
+            ack_timeout: Some(bad),
+            ..VerbsOptions::default()
+        };
+        let Err(e) = VerbsTransport::open(seg.clone(), layout, 0, 1, &options) else {
+            panic!("ACK timeout exponent {bad} accepted");
+        };
+        assert!(e.to_string().contains("ACK timeout exponent"), "{e}");
+    }
+}
+
+#[test]
+#[ignore = "needs an RDMA device"]
+fn verbs_with_a_short_ack_timeout() {
+    let options = VerbsOptions {
+        ack_timeout: Some(14),
+        ..VerbsOptions::default()
+    };
+    let (a, _b, segs) = pair_with("ack", &options);
+    let data = pattern(100_000, 7);
+    a.put(1, 0, &data).unwrap();
+    a.quiet().unwrap();
+    assert_eq!(heap(&segs, 1, 0, data.len()), data);
 }
 
 #[test]
