@@ -386,10 +386,6 @@ pub(crate) struct Region {
 struct Slots {
     /// Address of this PE's heap (an address keeps the world `Send`).
     heap: usize,
-    /// Where every member's heap is mapped in this process (this PE's own
-    /// included), for writing into their regions and reading their own
-    /// slots.
-    peers: [usize; MAX_MEMBERS],
     /// Whether members write their slot of a call only into the heaps of
     /// the members that wait for it ([`Slots::pushes`]), so that the
     /// others read it in the writer's own slot: when crowded.
@@ -411,6 +407,10 @@ struct Slots {
     tail: usize,
     /// Bytes of a slot's data ([`data_size`]).
     data: usize,
+    /// Where every member's heap is mapped in this process (this PE's own
+    /// included), for writing into their regions and reading their own
+    /// slots.
+    peers: [usize; MAX_MEMBERS],
 }
 
 /// Watches, in a call that took the general path, for members that left
@@ -600,34 +600,23 @@ impl Region {
     /// settled, stored after it last read that call's slots, when crowded.
     /// Beside its ledger word, in its own region, written by it alone.
     fn count(&self, j: usize) -> &AtomicU64 {
-        let at = self.slots.ledger_at() + 8;
-        // SAFETY: as in `Region::ledger`: the word after the ledger word,
-        // in the same line, written only by member `j`.
-        unsafe { &*((self.slots.peers[j] + at) as *const AtomicU64) }
+        let s = &self.slots;
+        s.word_in(s.peers[j], s.ledger_at() + 8)
     }
 
     /// Member `j`'s ledger ring's word of call `n`: its ledger word when it
     /// settled that call. In its own region, written by it alone.
     fn ring(&self, j: usize, n: u64) -> &AtomicU64 {
-        let at = self.slots.ring_at(n);
-        // SAFETY: as in `Slots::word`, in member `j`'s heap, which this
-        // process maps as long as the world's transports live
-        // (`Region::new`); the word is 8-aligned, inside the ring before
-        // the slots' heads (a word per set, at most `MAX_HEAD_SETS`), and
-        // only member `j` writes it.
-        unsafe { &*((self.slots.peers[j] + at) as *const AtomicU64) }
+        let s = &self.slots;
+        s.word_in(s.peers[j], s.ring_at(n))
     }
 
     /// Member `j`'s ledger word: the low 16 bits of how many calls it has
     /// settled, the chain's upper 48 bits. In its own region, written by
     /// it alone.
     fn ledger(&self, j: usize) -> &AtomicU64 {
-        let at = self.slots.ledger_at();
-        // SAFETY: as in `Slots::word`, in member `j`'s heap, which this
-        // process maps as long as the world's transports live
-        // (`Region::new`); the word is 8-aligned, in the line after the
-        // posted words, and only member `j` writes it.
-        unsafe { &*((self.slots.peers[j] + at) as *const AtomicU64) }
+        let s = &self.slots;
+        s.word_in(s.peers[j], s.ledger_at())
     }
 
     /// Whether member `j` called calls `0..=m` as this PE did, as their
@@ -821,14 +810,8 @@ impl Region {
     /// posted word, which nobody writes (a PE posts only to the others);
     /// written only when the PEs outnumber the cores.
     fn running(&self, j: usize) -> &AtomicU64 {
-        let at = self.slots.posted_at(j) + 8;
-        // SAFETY: as in `Slots::word`, in member `j`'s heap, which this
-        // process maps as long as the world's transports live
-        // (`Region::new`); the word is 8-aligned, inside the region's
-        // first `p` lines, and only member `j` writes it (nothing else
-        // uses that word: others post only into the lines of their own
-        // indices).
-        unsafe { &*((self.slots.peers[j] + at) as *const AtomicU64) }
+        let s = &self.slots;
+        s.word_in(s.peers[j], s.posted_at(j) + 8)
     }
 
     /// Whether member `j` has entered call `n` or a later one, either way,
@@ -879,16 +862,9 @@ impl Region {
     fn push(&self, j: usize, n: u64, stamp: &Stamp, block: &[u8]) {
         let s = &self.slots;
         assert!(block.len() <= s.data);
-        let base = self.slots.peers[j];
+        let base = s.peers[j];
         // The header's line, and where the block's bytes past it go.
         let (at, rest_at, _) = s.lines(n, s.me, block.len());
-        let word = |offset: usize| {
-            // SAFETY: as in `Slots::word`, in member `j`'s heap, which this
-            // process maps as long as the world's transports live
-            // (`Region::new`); `at` is a slot's offset, and these words are
-            // in its header.
-            unsafe { &*((base + offset) as *const AtomicU64) }
-        };
         let (head, rest) = if block.len() <= s.inline {
             block.split_at(block.len().min(LINE - HEADER))
         } else {
@@ -904,13 +880,9 @@ impl Region {
             unsafe { copy_forward(from, (base + offset) as *mut u8) }
         };
         copy(rest, rest_at);
-        word(at + CALL).store(n, Ordering::Relaxed);
-        fence(Ordering::Release);
-        for (i, &w) in stamp.0.iter().enumerate() {
-            word(at + 8 + 8 * i).store(w, Ordering::Relaxed);
-        }
+        s.write_stamp(base, at, n, stamp);
         copy(head, at + HEADER);
-        word(at).store(n + 1, Ordering::Release);
+        s.word_in(base, at).store(n + 1, Ordering::Release);
     }
 
     /// Runs call `c` on the flat path.
@@ -946,11 +918,7 @@ impl Region {
         // This PE's own slot keeps its header, for the checks of `review`
         // and for the members it does not write its slot to.
         let at = s.slot_at(n, me);
-        s.word(at + CALL).store(n, Ordering::Relaxed);
-        fence(Ordering::Release);
-        for (i, &w) in stamp.0.iter().enumerate() {
-            s.word(at + 8 + 8 * i).store(w, Ordering::Relaxed);
-        }
+        s.write_stamp(s.heap, at, n, &stamp);
         if s.pulls {
             s.word(at).store(n + 1, Ordering::Release);
         }
@@ -1284,6 +1252,20 @@ impl Slots {
         // (`Region::new`); members write these words only atomically
         // (stores through the mapping, or transport atomics).
         unsafe { &*((heap + offset) as *const AtomicU64) }
+    }
+
+    /// Writes the call word and `stamp` of call `n` into the slot whose
+    /// header is at `at` in the heap mapped at `heap`: the call word first,
+    /// so that a reader of an older call's stamp there sees it change
+    /// ([`Slots::stamp`]).
+    #[inline(always)]
+    fn write_stamp(&self, heap: usize, at: usize, n: u64, stamp: &Stamp) {
+        self.word_in(heap, at + CALL).store(n, Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (i, &w) in stamp.0.iter().enumerate() {
+            self.word_in(heap, at + 8 + 8 * i)
+                .store(w, Ordering::Relaxed);
+        }
     }
 
     /// Whether member `from` writes its slot of part `part` of a call of
