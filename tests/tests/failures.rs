@@ -117,39 +117,19 @@ fn a_missing_program_is_reported() {
 
 #[test]
 fn bad_configuration_is_an_init_error_naming_the_variable() {
-    let job = run(
-        &["-n", "2", &weft_check_arg(), "rma"],
-        &[("WEFT_TRANSPORT", "pigeon")],
-        "",
-    );
-    assert_ne!(job.code, Some(0));
-    assert!(
-        job.stderr.contains("init: WEFT_TRANSPORT=\"pigeon\""),
-        "{}",
-        job.stderr
-    );
-    let job = run(
-        &["-n", "2", &weft_check_arg(), "rma"],
-        &[("WEFT_SYMMETRIC_SIZE", "12Q")],
-        "",
-    );
-    assert_ne!(job.code, Some(0));
-    assert!(
-        job.stderr.contains("WEFT_SYMMETRIC_SIZE=\"12Q\""),
-        "{}",
-        job.stderr
-    );
-    let job = run(
-        &["-n", "2", &weft_check_arg(), "rma"],
-        &[("WEFT_VERBS_TIMEOUT", "0")],
-        "",
-    );
-    assert_ne!(job.code, Some(0));
-    assert!(
-        job.stderr.contains("WEFT_VERBS_TIMEOUT=\"0\""),
-        "{}",
-        job.stderr
-    );
+    for (var, value) in [
+        ("WEFT_TRANSPORT", "pigeon"),
+        ("WEFT_SYMMETRIC_SIZE", "12Q"),
+        ("WEFT_VERBS_TIMEOUT", "0"),
+    ] {
+        let job = run(&["-n", "2", &weft_check_arg(), "rma"], &[(var, value)], "");
+        assert_ne!(job.code, Some(0));
+        assert!(
+            job.stderr.contains(&format!("init: {var}=\"{value}\"")),
+            "{}",
+            job.stderr
+        );
+    }
     let job = run(
         &["-n", "1", &weft_check_arg(), "rma"],
         &[("WEFT_SYMMETRIC_SIZE", "100T")],
