@@ -372,10 +372,6 @@ pub(crate) struct Region {
     /// it reads the member's ledger word again ([`Region::vouched`]).
     agreed: [AtomicU64; MAX_MEMBERS],
     retry: [AtomicU64; MAX_MEMBERS],
-    /// Whether the node's PEs outnumber its cores (as the engine is told
-    /// too): waits then yield ([`Region::wait`]) and members keep chains
-    /// ([`Region::vouched`]).
-    crowded: bool,
     /// Whether the processor takes lines for writing ahead of the stores
     /// ([`claim`]).
     claims: bool,
@@ -386,10 +382,12 @@ pub(crate) struct Region {
 struct Slots {
     /// Address of this PE's heap (an address keeps the world `Send`).
     heap: usize,
-    /// Whether members write their slot of a call only into the heaps of
-    /// the members that wait for it ([`Slots::pushes`]), so that the
-    /// others read it in the writer's own slot: when crowded.
-    pulls: bool,
+    /// Whether the node's PEs outnumber its cores (as the engine is told
+    /// too): waits then yield ([`Region::wait`]), members keep chains
+    /// ([`Region::vouched`]) and write their slot of a call only into the
+    /// heaps of the members that wait for it ([`Slots::pushes`]), the
+    /// others reading it in the writer's own slot.
+    crowded: bool,
     p: usize,
     me: usize,
     sets: usize,
@@ -454,7 +452,7 @@ impl Region {
             slots: Slots {
                 heap: peers[me],
                 peers: std::array::from_fn(|j| peers.get(j).copied().unwrap_or(0)),
-                pulls: crowded,
+                crowded,
                 p,
                 me,
                 sets: heads,
@@ -474,7 +472,6 @@ impl Region {
             settled: AtomicU64::new(0),
             agreed: std::array::from_fn(|_| AtomicU64::new(0)),
             retry: std::array::from_fn(|_| AtomicU64::new(0)),
-            crowded,
             claims: claims(),
         }
     }
@@ -584,7 +581,7 @@ impl Region {
     /// settled, and the chains part for good. The ledger word, in this
     /// PE's region, tells the others how far it is ([`Region::vouched`]).
     fn settle(&self, n: u64, token: &[u64; 2]) {
-        if !self.crowded {
+        if !self.slots.crowded {
             return;
         }
         let chain = fold(self.chain.load(Ordering::Relaxed), token);
@@ -639,7 +636,7 @@ impl Region {
         if known.load(Ordering::Relaxed) > m {
             return true;
         }
-        if !self.crowded {
+        if !self.slots.crowded {
             return false;
         }
         let settled = self.settled.load(Ordering::Relaxed);
@@ -753,7 +750,7 @@ impl Region {
         // the loop below cannot be forwarded from the store buffer.
         let only = only.unwrap_or(usize::MAX);
         let others = || (0..p).filter(move |&j| j != me && (only == usize::MAX || only == j));
-        let crowded = self.crowded;
+        let crowded = self.slots.crowded;
         if crowded {
             let mine = self.running(me);
             let mut core = processor();
@@ -826,7 +823,7 @@ impl Region {
         if self.entered[j].load(Ordering::Relaxed) > n {
             return true;
         }
-        if self.crowded {
+        if self.slots.crowded {
             let count = self.count(j).load(Ordering::Acquire);
             self.saw(j, count);
             if count > n {
@@ -919,7 +916,7 @@ impl Region {
         // and for the members it does not write its slot to.
         let at = s.slot_at(n, me);
         s.write_stamp(s.heap, at, n, &stamp);
-        if s.pulls {
+        if s.crowded {
             s.word(at).store(n + 1, Ordering::Release);
         }
         let role = s.waits(sig, c.part, me);
@@ -1269,13 +1266,13 @@ impl Slots {
     }
 
     /// Whether member `from` writes its slot of part `part` of a call of
-    /// `sig` into member `to`'s heap: always, unless [`Slots::pulls`]; then
+    /// `sig` into member `to`'s heap: always, unless [`Slots::crowded`]; then
     /// only if `to` waits for `from` there. The others read `from`'s own
     /// slot in its heap instead, when they check it ([`Slots::header`]):
     /// at 4 PEs on 2 cores a broadcast's receivers so write nothing to each
     /// other or to the root, and a reduce's members write only to the root.
     fn pushes(&self, sig: &Signature, part: usize, from: usize, to: usize) -> bool {
-        !self.pulls
+        !self.crowded
             || match self.waits(sig, part, to) {
                 Waits::Everyone => true,
                 Waits::Root => sig.root == from,
@@ -1286,12 +1283,12 @@ impl Slots {
     /// Where `sender`'s header of call `n` is for this PE (the address of
     /// the heap that holds it), with its flag: in this PE's heap, where the
     /// sender writes it if this PE waits for it; otherwise, if it
-    /// [`pulls`](Slots::pulls), in the sender's own slot, which it writes
+    /// [`crowded`](Slots::crowded), in the sender's own slot, which it writes
     /// in every call, when that slot's flag has got as far as call `n`.
     #[inline(always)]
     fn header(&self, n: u64, sender: usize) -> (usize, u64) {
         let flag = self.word(self.slot_at(n, sender)).load(Ordering::Acquire);
-        if flag > n || !self.pulls {
+        if flag > n || !self.crowded {
             return (self.heap, flag);
         }
         self.own_header(n, sender).unwrap_or((self.heap, flag))
@@ -1400,7 +1397,7 @@ impl Slots {
     /// call to the general path (`Some(false)`), or not yet (`None`).
     /// With `mine`, this PE's stamp of the call, it has also arrived
     /// (`Some(true)`) if its own slot says it called the call otherwise
-    /// ([`Slots::pulls`]): it may not write to this PE then, and the stamps'
+    /// ([`Slots::crowded`]): it may not write to this PE then, and the stamps'
     /// check fails the call. With equal stamps it writes to this PE as
     /// well, and its block is read only once it has.
     #[inline(always)]
@@ -1414,7 +1411,7 @@ impl Slots {
         } else if posted > n {
             Some(false)
         } else {
-            let mine = mine.filter(|_| self.pulls)?;
+            let mine = mine.filter(|_| self.crowded)?;
             self.differs(n, sender, mine).then_some(true)
         }
     }
