@@ -718,7 +718,10 @@ impl Region {
     }
 
     /// Waits until every other member (or `only` that one) satisfies
-    /// `arrived`, watching those that do not for exits.
+    /// `arrived`, watching those that do not for exits. `arrived`'s second
+    /// argument says whether the wait has gone past its spins and yields
+    /// (it waits through the engine then), where a member's own slot is
+    /// worth reading too ([`Slots::arrived`]).
     ///
     /// Not oversubscribed, it spins on the flags. Oversubscribed, it
     /// yields, so that the core goes to the member waited for, except that
@@ -926,9 +929,9 @@ impl Region {
             // The next call's slot, while this PE computes this one.
             if self.claims && block.len() <= CLAIM_LIMIT {
                 let (at, rest, count) = s.lines(n + 1, me, block.len());
-                claim(self.slots.peers[j] + at);
+                claim(s.peers[j] + at);
                 for i in 0..count {
-                    claim(self.slots.peers[j] + rest + i * LINE);
+                    claim(s.peers[j] + rest + i * LINE);
                 }
             }
         }
