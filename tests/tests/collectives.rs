@@ -102,10 +102,11 @@ fn a_rooted_call_mixing_blocking_and_nonblocking_fails_everywhere_on_the_flat_pa
         let job = coll(&["mixed-rooted"], n, &[]);
         let errors = job.stdout.matches("expected error: ").count();
         if flat {
-            // The broadcast and the reduces each fail on every rank, but
-            // the last reduce at 2 ranks.
-            let failing = if n > 2 { 3 } else { 2 };
-            assert!(errors >= failing * n, "{errors} errors:\n{}", job.stdout);
+            // The broadcast and the first reduce fail on every rank; the
+            // last reduce, from 3 ranks, on every rank but the one that
+            // took it non-blocking (its send may be done before it looks).
+            let last = if n > 2 { n - 1 } else { 0 };
+            assert!(errors >= 2 * n + last, "{errors} errors:\n{}", job.stdout);
         }
     }
 }

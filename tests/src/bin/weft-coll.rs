@@ -528,7 +528,8 @@ fn mixed(world: &World) -> Check {
 /// leave such a call at once, so it fails on every PE, at the latest in
 /// the barrier after it, instead of hanging (the last reduce at 2 PEs
 /// matches: the root waits for the other PE and meets it on the general
-/// path); on the general path it matches. Either way the team works
+/// path; with more, the PE that took it non-blocking may be done before
+/// it notices); on the general path it matches. Either way the team works
 /// afterwards.
 fn mixed_rooted(world: &World) -> Check {
     let (me, n) = (world.rank(), world.size());
@@ -555,8 +556,9 @@ fn mixed_rooted(world: &World) -> Check {
     report("mixed reduce", &calls, || me != 0 || d == [n as u64; 2])?;
     // The same with a member that only sends taking the call non-blocking:
     // at 2 PEs the root meets it on the general path; with more, the
-    // others leave the call on the flat path, which it finds in their own
-    // heaps (crowded, they write only into the root's).
+    // others leave the call on the flat path and fail it, and so does that
+    // member if it finds them (in their own heaps when crowded, where they
+    // write only into the root's) before its own send is done.
     let mut d = [1u64; 2];
     let calls = [
         if me == n - 1 {
