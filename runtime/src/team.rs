@@ -479,6 +479,7 @@ impl<'w> Team<'w> {
     ) -> Result<flat::Outcome> {
         let w = self.world;
         let mut late = None;
+        let mut failed = None;
         for k in 0..parts.count {
             let n = e.n + k as u64;
             if k > 0 {
@@ -497,7 +498,11 @@ impl<'w> Team<'w> {
                 output: &mut *a.output,
                 combiner: combiner(&a.reduction),
             };
-            let outcome = flat.run(w, call)?;
+            let outcome = if parts.attach {
+                flat.run_attached(w, call, &mut failed)?
+            } else {
+                flat.run(w, call)?
+            };
             late = late.or(outcome.late);
             if !outcome.done && k > 0 {
                 let text = format!(
@@ -511,7 +516,10 @@ impl<'w> Team<'w> {
                 return Ok(flat::Outcome { done: false, late });
             }
         }
-        Ok(flat::Outcome { done: true, late })
+        match failed {
+            Some(cause) => Err(w.error(a.op, cause)),
+            None => Ok(flat::Outcome { done: true, late }),
+        }
     }
 
     /// Runs a call to completion: calls of a team with a flat path that

@@ -94,9 +94,11 @@ impl World {
             .atomic_route
             .iter()
             .all(|&l| wiring.lanes[l as usize].caps().load_store);
-        let flat = mapped
-            .filter(|_| size <= flat::MAX_MEMBERS && atomics)
-            .map(|peers| flat::Region::new(&peers, rank, wiring.oversubscribed));
+        let flat = mapped.filter(|_| size <= flat::MAX_MEMBERS && atomics);
+        let wants = flat.is_some() && config.single_copy;
+        let lanes = (&wiring.lanes[..], &wiring.route[..]);
+        let attach = agree_on_attach(&mut boot, lanes, heap.0, wants).map_err(|c| fail(rank, c))?;
+        let flat = flat.map(|peers| flat::Region::new(&peers, rank, wiring.oversubscribed, attach));
         let engine = Arc::new(Engine::new(
             rank,
             size,
@@ -483,6 +485,40 @@ fn agree_on_handlers(boot: &mut Bootstrap, handlers: &Handlers) -> Result<(), Ca
         })
         .collect();
     Err(Cause::Mismatch(text.join("; ")))
+}
+
+/// Whether the flat path's large allgathers and alltoalls may copy
+/// straight out of the other PEs' buffers (cross-memory attach,
+/// `flat::Parts::attach`): only if every PE `wants` to (it has the flat
+/// path and single copies are on) and can read every other PE's memory
+/// through its lane to it (`lanes[route[j]]`), which it tries on their
+/// heaps (its own heap starts at `heap` here);
+/// the kernel, a container or Yama's ptrace scope may forbid it. Every PE
+/// gets the same answer.
+fn agree_on_attach(
+    boot: &mut Bootstrap,
+    (lanes, route): (&[Box<dyn Transport>], &[u8]),
+    heap: usize,
+    wants: bool,
+) -> Result<bool, Cause> {
+    let (rank, size) = (boot.rank(), boot.size());
+    let heaps = boot
+        .allgather("weft-attach-at", &(heap as u64).to_ne_bytes())
+        .map_err(Cause::Bootstrap)?;
+    let readable = |j: usize| {
+        let Ok(at) = <[u8; 8]>::try_from(heaps[j].as_slice()) else {
+            return false;
+        };
+        let lane = &lanes[route[j] as usize];
+        let mut word = [0u8; 8];
+        lane.read_remote(j, u64::from_ne_bytes(at), 0, &mut word)
+            .is_ok()
+    };
+    let able = wants && (0..size).filter(|&j| j != rank).all(readable);
+    let all = boot
+        .allgather("weft-attach-ok", &[u8::from(able)])
+        .map_err(Cause::Bootstrap)?;
+    Ok(all.iter().all(|a| a.as_slice() == [1]))
 }
 
 fn describe(s: &[u64; 4]) -> String {

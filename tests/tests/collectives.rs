@@ -113,24 +113,25 @@ fn a_rooted_call_mixing_blocking_and_nonblocking_fails_everywhere_on_the_flat_pa
 
 #[test]
 fn a_rank_dying_inside_a_collective_is_named() {
-    for n in ranks(2..=4) {
-        let job = run(
-            &[
-                "-n",
-                &n.to_string(),
-                &binary("weft-coll").to_string_lossy(),
-                "die",
-            ],
-            &[],
-            "",
-        );
-        let out = format!("{}{}", job.stdout, job.stderr);
-        for r in 0..n - 1 {
-            let line = format!("expected error: rank {r}: allreduce: ");
-            let named = out
-                .lines()
-                .any(|l| l.starts_with(&line) && l.contains(&format!("PE {} has exited", n - 1)));
-            assert!(named, "rank {r} did not name PE {}:\n{out}", n - 1);
+    for (scenario, op) in [("die", "allreduce"), ("die-large", "alltoall")] {
+        for n in ranks(2..=4) {
+            dying(scenario, op, n);
         }
+    }
+}
+
+/// Runs `scenario` of `weft-coll` on `n` ranks, whose last one exits
+/// before a call of `op`: every other rank's call fails naming it.
+fn dying(scenario: &str, op: &str, n: usize) {
+    let weft_coll = binary("weft-coll");
+    let args = ["-n", &n.to_string(), &weft_coll.to_string_lossy(), scenario];
+    let job = run(&args, &[], "");
+    let out = format!("{}{}", job.stdout, job.stderr);
+    for r in 0..n - 1 {
+        let line = format!("expected error: rank {r}: {op}: ");
+        let named = out
+            .lines()
+            .any(|l| l.starts_with(&line) && l.contains(&format!("PE {} has exited", n - 1)));
+        assert!(named, "rank {r} did not name PE {}:\n{out}", n - 1);
     }
 }

@@ -27,7 +27,8 @@ fn main() -> ExitCode {
         "bad-root" => bad_root(&world),
         "mixed" => mixed(&world),
         "mixed-rooted" => mixed_rooted(&world),
-        "die" => die(&world),
+        "die" => die(&world, false),
+        "die-large" => die(&world, true),
         other => Err(format!("unknown scenario {other:?}")),
     };
     finish(&world, &scenario, result)
@@ -671,21 +672,31 @@ fn bad_root(world: &World) -> Check {
     w(t.barrier())
 }
 
-/// The last PE exits instead of joining an allreduce: every other PE gets
-/// an error naming it.
-fn die(world: &World) -> Check {
+/// The last PE exits instead of joining an allreduce, or with `large` an
+/// alltoall of blocks large enough to be copied across processes: every
+/// other PE gets an error naming it.
+fn die(world: &World, large: bool) -> Check {
     let (me, n) = (world.rank(), world.size());
     w(world.barrier_all())?;
     if me == n - 1 {
         std::process::exit(0);
     }
-    let mut d = [1u64; 16];
     let gone = format!("PE {} has exited", n - 1);
-    expect_cause(
-        world.team().allreduce(&mut d, ReduceOp::Sum),
-        "allreduce",
-        |c| c.to_string().contains(&gone),
-    )?;
+    let named = |c: &Cause| c.to_string().contains(&gone);
+    if large {
+        // Blocks that the world team's members copy from each other's
+        // buffers (cross-memory attach) on one node.
+        let send = vec![1u64; n * 12_000];
+        let mut out = vec![0u64; n * 12_000];
+        expect_cause(world.team().alltoall(&send, &mut out), "alltoall", named)?;
+    } else {
+        let mut d = [1u64; 16];
+        expect_cause(
+            world.team().allreduce(&mut d, ReduceOp::Sum),
+            "allreduce",
+            named,
+        )?;
+    }
     // Leave without finalizing: the job is broken.
     std::thread::sleep(std::time::Duration::from_millis(500));
     std::process::exit(0);
