@@ -130,6 +130,13 @@ const CROWDED_BROADCAST_LIMIT: usize = 256 << 10;
 /// root of a broadcast): the general path's trees and rings move fewer
 /// through one member in larger teams.
 const PARTS_THROUGH_ONE: usize = 3 << 20;
+/// Smallest block that the members of a broadcast, allgather or allreduce
+/// read from its writer's own slot when the PEs outnumber the cores
+/// ([`Slots::pulls`]). At 4 PEs on 2 cores, rounds alternated with the
+/// build before (medians of 6): 8 KiB broadcasts took 0.71x the time,
+/// allgathers 0.76x and allreduces 0.84x, 32-48 KiB 0.58-1.01x, 128-256
+/// KiB broadcasts 0.66-0.75x; 256 B-1 KiB allreduces were 1.06-1.2x.
+const PULL_FROM: usize = 4 << 10;
 /// Smallest block of an allgather or alltoall that members copy from
 /// each other's buffers (cross-memory attach) instead of through the
 /// slots or the general path ([`Slots::attaches`]): one copy instead of
@@ -140,6 +147,14 @@ const ATTACH_BLOCK: usize = 32 << 10;
 /// ...and when the PEs outnumber the cores: at 4 PEs on 2 cores 64-128
 /// KiB took 0.54-0.71x the time, 16 KiB 1.3-1.7x and 32 KiB 1.04-1.07x.
 const CROWDED_ATTACH_BLOCK: usize = 64 << 10;
+/// Smallest vector of an allreduce that is attached, when the PEs
+/// outnumber the cores (3 numbers: the vectors' addresses, then each
+/// member's chunk folded, then whether the reads went well): at 4 PEs on
+/// 2 cores, against the general path, 128 KiB took 0.76x the time and
+/// 256 KiB-1 MiB 0.93-0.96x; against the slots' parts, 64 KiB 1.16x and
+/// 128 KiB 0.98x. Not crowded, the parts win (2 PEs: attached 1.5-2.3x
+/// their time at 64 KiB-1 MiB).
+const ATTACH_VECTOR: usize = 128 << 10;
 const LINE: usize = 64;
 const PAGE: usize = 4096;
 /// Where a slot's call word is: the number of the call it holds, written
@@ -311,18 +326,34 @@ pub(crate) struct Parts {
     pub(crate) count: usize,
     chunk: usize,
     bytes: usize,
-    /// Whether the members copy each other's blocks from their buffers
-    /// (cross-memory attach): part 0 passes the buffers' addresses and
-    /// each member copies what it needs; part 1 says that the copies are
-    /// done (or failed). Both wait for every member.
-    pub(crate) attach: bool,
+    /// How its blocks travel.
+    pub(crate) carry: Carry,
+}
+
+/// How a call's blocks travel between its members on the flat path.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Carry {
+    /// Each writer copies its blocks into the slots of the members that
+    /// need them, in their heaps.
+    Pushed,
+    /// Each writer copies its block once into its own slot, in its own
+    /// heap, and the members copy it from there ([`Slots::pulls`]); the
+    /// headers are pushed.
+    Pulled,
+    /// The members copy each other's blocks straight out of their buffers
+    /// (cross-memory attach, [`Slots::attaches`]): part 0 passes the
+    /// buffers' addresses and each member copies what it needs (an
+    /// allreduce folds its chunk, and reads the others' folded chunks in
+    /// part 1); the last part says whether every copy went well. Every
+    /// part waits for every member.
+    Attached,
 }
 
 impl Parts {
     /// Where part `k` is in the call's vector (a word, for both parts of
     /// an attached call).
     pub(crate) fn range(&self, k: usize) -> std::ops::Range<usize> {
-        if self.attach {
+        if self.carry == Carry::Attached {
             return 0..8;
         }
         let start = k * self.chunk;
@@ -502,7 +533,7 @@ impl Region {
     /// How a call of `sig` runs on the flat path, if it does: attached (an
     /// allgather or alltoall of blocks from [`ATTACH_BLOCK`], or
     /// [`CROWDED_ATTACH_BLOCK`], when the members may read each other's
-    /// memory: [`Parts::attach`]); in one part when its blocks fit a slot;
+    /// memory: [`Carry::Attached`]); in one part when its blocks fit a slot;
     /// a larger reduce, an allreduce unless the
     /// PEs are `crowded` (more than the cores), and when they are a
     /// broadcast, an allreduce, an allgather or an alltoall, in parts of
@@ -540,20 +571,56 @@ impl Region {
         if !stamped {
             return None;
         }
+        // Blocks larger than a slot, or large enough to be pulled or
+        // attached, are for `larger_parts`: out of the way of the small
+        // calls, whose path
+        // takes this inlined (with those tests inline, the small calls'
+        // path grew until the compiler made calls of its helpers, and 2-PE
+        // 8 B broadcasts took 1.1x the time).
+        let pushed_whole = s.data.min(if crowded {
+            PULL_FROM - 1
+        } else {
+            ATTACH_BLOCK - 1
+        });
+        if sig.bytes > pushed_whole {
+            return self.larger_parts(sig, crowded);
+        }
+        Some(Parts {
+            count: 1,
+            chunk: sig.bytes,
+            bytes: sig.bytes,
+            carry: Carry::Pushed,
+        })
+    }
+
+    /// [`Region::parts`] of a call whose blocks exceed a slot, or may be
+    /// pulled or attached.
+    #[inline(never)]
+    fn larger_parts(&self, sig: &Signature, crowded: bool) -> Option<Parts> {
+        let s = &self.slots;
         if sig.bytes >= ATTACH_BLOCK && s.attaches(sig) {
             return Some(Parts {
-                count: 2,
+                count: if sig.collective == Collective::Allreduce {
+                    3
+                } else {
+                    2
+                },
                 chunk: 0,
                 bytes: sig.bytes,
-                attach: true,
+                carry: Carry::Attached,
             });
         }
+        let carry = if s.pulls(sig, sig.bytes.min(s.data)) {
+            Carry::Pulled
+        } else {
+            Carry::Pushed
+        };
         if sig.bytes <= s.data {
             return Some(Parts {
                 count: 1,
                 chunk: sig.bytes,
                 bytes: sig.bytes,
-                attach: false,
+                carry,
             });
         }
         let limit = match sig.collective {
@@ -571,7 +638,7 @@ impl Region {
             count: sig.bytes.div_ceil(chunk),
             chunk,
             bytes: sig.bytes,
-            attach: false,
+            carry,
         })
     }
 
@@ -745,6 +812,7 @@ impl Region {
 
     /// Sets the members of `set`'s early call still to check. Plain loads
     /// and stores, as in [`Region::saw`].
+    #[inline(always)]
     fn keep(&self, set: usize, unchecked: u64) {
         let was = self.unchecked[set].load(Ordering::Relaxed) != 0;
         self.unchecked[set].store(unchecked, Ordering::Relaxed);
@@ -921,36 +989,47 @@ impl Region {
         s.word_in(base, at).store(n + 1, Ordering::Release);
     }
 
-    /// Runs part `c.part` of a call whose members copy each other's blocks
-    /// from their buffers ([`Parts::attach`]); what goes wrong with the
-    /// copies, on this PE or another, is put in `failed`.
+    /// Runs call `c` on the flat path, its blocks pushed ([`Carry::Pushed`]).
+    #[inline(always)]
+    pub(crate) fn run(&self, world: &World, c: Call<'_>) -> Result<Outcome> {
+        self.run_with::<false>(world, c, None, false)
+    }
+
+    /// Runs part `c.part` of a call whose blocks travel as `carry` says,
+    /// not pushed: what goes wrong with an attached call's copies, on this
+    /// PE or another, is put in `failed`; a pulled call's last part short
+    /// enough for the slots' heads is pushed ([`Slots::pulls`]).
     #[inline(never)]
-    pub(crate) fn run_attached(
+    pub(crate) fn run_carried(
         &self,
         world: &World,
         c: Call<'_>,
+        carry: Carry,
         failed: &mut Option<Cause>,
     ) -> Result<Outcome> {
-        self.run_with(world, c, Some(failed))
+        let attach = (carry == Carry::Attached).then_some(failed);
+        let pulled = carry == Carry::Pulled && self.slots.pulls(c.sig, c.bytes);
+        self.run_with::<true>(world, c, attach, pulled)
     }
 
-    /// Runs call `c` on the flat path.
+    /// Runs call `c`, with `attach` for the parts of an attached call, and
+    /// `pulled` if its members read its blocks from their writers' own
+    /// slots ([`Region::run_carried`]). Pushed calls pass `None` and
+    /// `false` as constants, so that their inlined copy has no branch for
+    /// them: 2-PE 8 B allreduces took 1.07-1.09x the time with attached
+    /// calls in the same inlined copy, 8 B broadcasts 1.15x with pulled
+    /// ones; and the calls they make are inlined in it ([`Slots::lines`],
+    /// [`Region::keep`], [`Slots::stamp`]), where a
+    /// third copy of this function had made them calls (1.1x). `CARRIED`
+    /// tells the copies apart, so that each has closures of its own, which
+    /// the pushed copy's inlines (shared, they were calls).
     #[inline(always)]
-    pub(crate) fn run(&self, world: &World, c: Call<'_>) -> Result<Outcome> {
-        self.run_with(world, c, None)
-    }
-
-    /// Runs call `c`, with `attach` for the parts of an attached call
-    /// ([`Region::run_attached`]). Every other call passes `None` as a
-    /// constant, so that its inlined copy has no branch for it: 2-PE 8 B
-    /// allreduces took 1.07-1.09x the time with attached calls in the same
-    /// inlined copy.
-    #[inline(always)]
-    fn run_with(
+    fn run_with<const CARRIED: bool>(
         &self,
         world: &World,
         c: Call<'_>,
         attach: Option<&mut Option<Cause>>,
+        pulled: bool,
     ) -> Result<Outcome> {
         let s = &self.slots;
         let (p, me, n) = (s.p, s.me, c.n);
@@ -987,19 +1066,35 @@ impl Region {
             s.word(at).store(n + 1, Ordering::Release);
         }
         let role = s.waits(sig, c.part, me);
-        // An attached call's block is a word: the address of this PE's
-        // input in its process (part 0), whether its reads failed (part 1).
+        // An attached call's block is a word: the address in this PE's
+        // process of its input, or of its vector (an allreduce's, in place
+        // in the output), in part 0; whether a copy failed in later parts.
         let word = attach.as_ref().map(|failed| {
-            let w = if c.part == 0 {
-                c.input.as_ptr() as u64
-            } else {
-                u64::from(failed.is_some())
+            let w = match (c.part, sig.collective) {
+                (0, Collective::Allreduce) => c.output.as_ptr() as u64,
+                (0, _) => c.input.as_ptr() as u64,
+                _ => u64::from(failed.is_some()),
             };
             w.to_ne_bytes()
         });
+        // A block the members pull from this PE's own slot is written there
+        // once, before the flags that announce it.
+        if pulled {
+            let next = (me + 1) % p;
+            if let Some(block) = outgoing(sig, c.piece(), me, next, c.input, c.output) {
+                let at = s.heap + s.data_at(n, me, c.bytes);
+                // SAFETY: the slot's data holds `data` bytes (`pulls` means
+                // it is the data), line-aligned, in this PE's mapped region;
+                // the members read it only once they see the flags raised
+                // below, and no member reads this slot of an older call any
+                // more.
+                unsafe { copy_forward(block, at as *mut u8) };
+            }
+        }
         for j in (0..p).filter(|&j| j != me && s.pushes(sig, c.part, me, j)) {
             let block = match &word {
                 Some(w) => &w[..],
+                None if pulled => &[],
                 None => outgoing(sig, c.piece(), me, j, c.input, c.output).unwrap_or(&[]),
             };
             self.push(j, n, &stamp, block);
@@ -1094,19 +1189,27 @@ impl Region {
         }
         match attach {
             Some(failed) => self.attached(world, c, failed),
-            None => self.compute(c),
+            None => self.compute(c, pulled),
         }
         self.settle(n, &stamp.0);
         Ok(Outcome { done: true, late })
     }
 
     /// Computes this member's result of call `c` from its own buffers and
-    /// the slots the others wrote.
-    fn compute(&self, c: Call<'_>) {
+    /// the slots the others wrote, in this PE's heap or, if `pulled`, in
+    /// their own.
+    fn compute(&self, c: Call<'_>, pulled: bool) {
         let (p, me, n) = (self.slots.p, self.slots.me, c.n);
         let b = c.bytes;
         let root = c.sig.root;
-        let slot = |j: usize| self.slots.data(n, j, b);
+        let slot = |j: usize| {
+            let heap = if pulled {
+                self.slots.peers[j]
+            } else {
+                self.slots.heap
+            };
+            self.slots.data_in(heap, n, j, b)
+        };
         let piece = c.piece();
         match c.sig.collective {
             Collective::Barrier => {}
@@ -1200,21 +1303,28 @@ impl Region {
         }
     }
 
-    /// Part `c.part` of an allgather or alltoall whose members copy each
-    /// other's blocks from their buffers ([`Parts::attach`]): in part 0
-    /// this PE copies its own block, then reads every other member's block
-    /// for it out of that member's buffer, whose address is in its slot,
-    /// starting with the next member (so that the members do not all read
-    /// from the same one first); part 1 finds out whether every member's
-    /// reads went well. What went wrong goes into `failed`.
+    /// Part `c.part` of an attached call ([`Carry::Attached`]): this PE
+    /// copies what it needs straight out of the others' buffers, whose
+    /// addresses they wrote into their slots in part 0, and from part 1 on
+    /// learns from their slots whether every member's copies went well
+    /// (what went wrong goes into `failed`, after which nobody reads more).
+    /// An allgather or alltoall copies its own block, then reads the others'
+    /// in part 0, starting with the next member (so that the members do not
+    /// all read from the same one first). An allreduce folds its chunk of
+    /// the vector ([`Slots::chunk`]) from every member's in part 0, into its
+    /// own vector, and reads the others' folded chunks in part 1.
     fn attached(&self, world: &World, c: Call<'_>, failed: &mut Option<Cause>) {
         let (p, me, n) = (self.slots.p, self.slots.me, c.n);
-        let word = |j: usize| {
-            let w = self.slots.data(n, j, 8);
+        // The word member `j` wrote into its slot in part `k` of this call.
+        let first = n - c.part as u64;
+        let word = |k: usize, j: usize| {
+            let w = self.slots.data_in(self.slots.heap, first + k as u64, j, 8);
             u64::from_ne_bytes(std::array::from_fn(|i| w[i]))
         };
         if c.part > 0 {
-            let bad: Vec<usize> = (0..p).filter(|&j| j != me && word(j) != 0).collect();
+            let bad: Vec<usize> = (0..p)
+                .filter(|&j| j != me && word(c.part, j) != 0)
+                .collect();
             if let (None, Some(&first)) = (&failed, bad.first()) {
                 *failed = Some(Cause::Transport(TransportError::Completion {
                     peer: first,
@@ -1225,27 +1335,73 @@ impl Region {
                     ),
                 }));
             }
+        }
+        if failed.is_some() {
             return;
         }
-        let b = c.sig.bytes;
-        let block = |k: usize| k * b..(k + 1) * b;
-        // This PE's block in its input, and where every member keeps the
-        // block for this PE in its own.
-        let (own, theirs) = match c.sig.collective {
-            Collective::Alltoall => (me, (me * b) as u64),
-            _ => (0, 0),
-        };
-        weft_copy::copy(&mut c.output[block(me)], &c.input[block(own)]);
-        let read = |j: usize, out: &mut [u8]| -> Result<(), Cause> {
+        // Reads `out.len()` bytes from `at` bytes into member `j`'s buffer.
+        let read = |j: usize, at: usize, out: &mut [u8]| -> Result<(), Cause> {
             let lane = world
                 .engine()
                 .lane(j)
                 .ok_or(Cause::BadPe { pe: j, size: p })?;
-            Ok(lane.read_remote(j, word(j) + theirs, 0, out)?)
+            Ok(lane.read_remote(j, word(0, j) + at as u64, 0, out)?)
         };
-        let result = (1..p)
-            .map(|k| (me + k) % p)
-            .try_for_each(|j| read(j, &mut c.output[block(j)]));
+        let b = c.sig.bytes;
+        let result = match (c.sig.collective, c.part) {
+            (Collective::Allgather | Collective::Alltoall, 0) => {
+                let block = |k: usize| k * b..(k + 1) * b;
+                // This PE's block in its input, and where every member
+                // keeps the block for this PE in its own.
+                let (own, theirs) = match c.sig.collective {
+                    Collective::Alltoall => (me, me * b),
+                    _ => (0, 0),
+                };
+                weft_copy::copy(&mut c.output[block(me)], &c.input[block(own)]);
+                (1..p)
+                    .map(|k| (me + k) % p)
+                    .try_for_each(|j| read(j, theirs, &mut c.output[block(j)]))
+            }
+            (Collective::Allreduce, 0) => match c.combiner {
+                Some(comb) => {
+                    let chunk = self.slots.chunk(c.sig, me);
+                    let len = chunk.len();
+                    let (words, mut kept) = (len.div_ceil(8), PREFIX.take());
+                    kept.resize(kept.len().max(2 * words), 0);
+                    let (theirs, before) = kept[..2 * words].split_at_mut(words);
+                    let theirs = &mut bytemuck::cast_slice_mut::<u64, u8>(theirs)[..len];
+                    let before = &mut bytemuck::cast_slice_mut::<u64, u8>(before)[..len];
+                    let out = &mut c.output[chunk.clone()];
+                    // Members folded left to right, as `Region::compute`
+                    // does: those before this one into `before`, which
+                    // goes left of this PE's operand, then those after.
+                    let mut fold = || {
+                        if me > 0 {
+                            read(0, chunk.start, before)?;
+                            for j in 1..me {
+                                read(j, chunk.start, theirs)?;
+                                comb.combine(before, theirs, false);
+                            }
+                            comb.combine(out, before, true);
+                        }
+                        for j in me + 1..p {
+                            read(j, chunk.start, theirs)?;
+                            comb.combine(out, theirs, false);
+                        }
+                        Ok(())
+                    };
+                    let folded = fold();
+                    PREFIX.set(kept);
+                    folded
+                }
+                None => Ok(()),
+            },
+            (Collective::Allreduce, 1) => (1..p).map(|k| (me + k) % p).try_for_each(|j| {
+                let chunk = self.slots.chunk(c.sig, j);
+                read(j, chunk.start, &mut c.output[chunk])
+            }),
+            _ => Ok(()),
+        };
         if let Err(e) = result {
             failed.get_or_insert(e);
         }
@@ -1254,17 +1410,27 @@ impl Region {
 
 impl Slots {
     /// Whether members copy the blocks of a call of `sig` from each
-    /// other's buffers ([`Parts::attach`]): allgathers and alltoalls (in
-    /// which every member waits for every other already, [`waits`]).
+    /// other's buffers ([`Carry::Attached`]): allgathers, alltoalls and
+    /// allreduces (in which every member waits for every other already,
+    /// [`waits`]).
     fn attaches(&self, sig: &Signature) -> bool {
-        self.attach
-            && matches!(sig.collective, Collective::Allgather | Collective::Alltoall)
-            && sig.bytes
-                >= if self.crowded {
-                    CROWDED_ATTACH_BLOCK
-                } else {
-                    ATTACH_BLOCK
-                }
+        let from = match sig.collective {
+            Collective::Allgather | Collective::Alltoall if self.crowded => CROWDED_ATTACH_BLOCK,
+            Collective::Allgather | Collective::Alltoall => ATTACH_BLOCK,
+            Collective::Allreduce if self.crowded => ATTACH_VECTOR,
+            _ => return false,
+        };
+        self.attach && sig.bytes >= from
+    }
+
+    /// The bytes of an attached allreduce's vector that `member` folds
+    /// ([`Region::attached`]): the members' shares of its elements, in
+    /// member order.
+    fn chunk(&self, sig: &Signature, member: usize) -> std::ops::Range<usize> {
+        let elem = sig.elem.max(1);
+        let elems = sig.bytes / elem;
+        let at = |k: usize| k * elems / self.p * elem;
+        at(member)..at(member + 1)
     }
 
     /// Whom `member` waits for in part `part` of a call of `sig`. The
@@ -1346,6 +1512,7 @@ impl Slots {
     /// bytes takes ([`Slots::line_count`] of them): the header's at the
     /// first offset, then as many as the third says of the block's past
     /// it, from the second.
+    #[inline(always)]
     fn lines(&self, n: u64, sender: usize, bytes: usize) -> (usize, usize, usize) {
         let at = self.slot_at(n, sender);
         let rest = if bytes <= self.inline {
@@ -1453,14 +1620,33 @@ impl Slots {
         (own > n).then_some((theirs, own))
     }
 
-    /// The data `sender` wrote for call `n`, once its flag says so.
-    fn data(&self, n: u64, sender: usize, len: usize) -> &[u8] {
+    /// The data `sender` wrote for call `n` into its slot in the heap
+    /// mapped at `heap` (this PE's, or the sender's own if the call is
+    /// [pulled](Slots::pulls)), once its flag says so.
+    fn data_in(&self, heap: usize, n: u64, sender: usize, len: usize) -> &[u8] {
         let at = self.data_at(n, sender, len);
         debug_assert!(len <= self.data);
         // SAFETY: inside the region (`len <= data`); the sender wrote it
         // before raising the flag this PE read with acquire ordering, and
         // writes it again only after this PE has entered call `n + 1`.
-        unsafe { std::slice::from_raw_parts((self.heap + at) as *const u8, len) }
+        unsafe { std::slice::from_raw_parts((heap + at) as *const u8, len) }
+    }
+
+    /// Whether the members of a call of `sig` read blocks of `len` bytes
+    /// from their writer's own slot, which it writes once, rather than
+    /// from their own heaps, into which it writes each: when crowded,
+    /// blocks from [`PULL_FROM`] (in the slots' data, past their heads) of
+    /// the collectives whose writers send every member the same block
+    /// (broadcast, allgather, allreduce). A writer so copies its block once
+    /// instead of once per member.
+    #[inline(always)]
+    fn pulls(&self, sig: &Signature, len: usize) -> bool {
+        self.crowded
+            && len >= PULL_FROM
+            && matches!(
+                sig.collective,
+                Collective::Broadcast | Collective::Allgather | Collective::Allreduce
+            )
     }
 
     /// The stamp `sender` wrote for call `n` into its slot in the heap
@@ -1468,6 +1654,7 @@ impl Slots {
     /// the slot's flag says so: `Err(())` if the slot already holds a later
     /// call (the sender writes the call word before the stamp, and it is
     /// read after).
+    #[inline(always)]
     fn stamp(&self, heap: usize, n: u64, sender: usize) -> Result<Stamp, ()> {
         let at = self.slot_at(n, sender);
         let w: [u64; 2] =

@@ -470,16 +470,17 @@ impl<'w> Team<'w> {
     /// its own: the call's, then the next ones. Done unless its first part
     /// found a member on the general path; this PE then follows it there,
     /// under the call's number alone.
+    /// `run` runs each part on the flat path.
     fn run_flat(
         &self,
         flat: &flat::Region,
         a: &mut Args<'_>,
         e: &Entered,
         parts: flat::Parts,
+        mut run: impl FnMut(&flat::Region, &World, flat::Call<'_>) -> Result<flat::Outcome>,
     ) -> Result<flat::Outcome> {
         let w = self.world;
         let mut late = None;
-        let mut failed = None;
         for k in 0..parts.count {
             let n = e.n + k as u64;
             if k > 0 {
@@ -498,11 +499,7 @@ impl<'w> Team<'w> {
                 output: &mut *a.output,
                 combiner: combiner(&a.reduction),
             };
-            let outcome = if parts.attach {
-                flat.run_attached(w, call, &mut failed)?
-            } else {
-                flat.run(w, call)?
-            };
+            let outcome = run(flat, w, call)?;
             late = late.or(outcome.late);
             if !outcome.done && k > 0 {
                 let text = format!(
@@ -516,9 +513,26 @@ impl<'w> Team<'w> {
                 return Ok(flat::Outcome { done: false, late });
             }
         }
+        Ok(flat::Outcome { done: true, late })
+    }
+
+    /// [`Team::run_flat`] for a call whose blocks are not pushed
+    /// (`flat::Carry`), out of the way of the small calls' inlined path.
+    #[inline(never)]
+    fn run_flat_carried(
+        &self,
+        flat: &flat::Region,
+        a: &mut Args<'_>,
+        e: &Entered,
+        parts: flat::Parts,
+    ) -> Result<flat::Outcome> {
+        let mut failed = None;
+        let outcome = self.run_flat(flat, a, e, parts, |f, w, c| {
+            f.run_carried(w, c, parts.carry, &mut failed)
+        })?;
         match failed {
-            Some(cause) => Err(w.error(a.op, cause)),
-            None => Ok(flat::Outcome { done: true, late }),
+            Some(cause) => Err(self.world.error(a.op, cause)),
+            None => Ok(outcome),
         }
     }
 
@@ -542,7 +556,11 @@ impl<'w> Team<'w> {
             };
             match parts {
                 Some(parts) => {
-                    let outcome = self.run_flat(flat, &mut a, &e, parts)?;
+                    let outcome = if parts.carry == flat::Carry::Pushed {
+                        self.run_flat(flat, &mut a, &e, parts, |f, w, c| f.run(w, c))?
+                    } else {
+                        self.run_flat_carried(flat, &mut a, &e, parts)?
+                    };
                     if outcome.done {
                         // A `match`, not `map_or(Ok(()), ..)`, which built the
                         // `Ok` in memory and copied it in pieces of another size
