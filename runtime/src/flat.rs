@@ -532,9 +532,10 @@ impl Region {
 
     /// How a call of `sig` runs on the flat path, if it does: attached (an
     /// allgather or alltoall of blocks from [`ATTACH_BLOCK`], or
-    /// [`CROWDED_ATTACH_BLOCK`], when the members may read each other's
-    /// memory: [`Carry::Attached`]); in one part when its blocks fit a slot;
-    /// a larger reduce, an allreduce unless the
+    /// [`CROWDED_ATTACH_BLOCK`], and when crowded an allreduce from
+    /// [`ATTACH_VECTOR`], if the members may read each other's memory:
+    /// [`Carry::Attached`]); in one part when its blocks fit a slot, pulled
+    /// when crowded from [`PULL_FROM`] ([`Carry::Pulled`]); a larger reduce, an allreduce unless the
     /// PEs are `crowded` (more than the cores), and when they are a
     /// broadcast, an allreduce, an allgather or an alltoall, in parts of
     /// whole elements that do, each a call of its own number (an element's
@@ -572,11 +573,10 @@ impl Region {
             return None;
         }
         // Blocks larger than a slot, or large enough to be pulled or
-        // attached, are for `larger_parts`: out of the way of the small
-        // calls, whose path
-        // takes this inlined (with those tests inline, the small calls'
+        // attached, are for `larger_parts`, out of the way of the small
+        // calls, whose path takes this inlined: with those tests in it, the
         // path grew until the compiler made calls of its helpers, and 2-PE
-        // 8 B broadcasts took 1.1x the time).
+        // 8 B broadcasts took 1.1x the time.
         let pushed_whole = s.data.min(if crowded {
             PULL_FROM - 1
         } else {
@@ -992,7 +992,7 @@ impl Region {
     /// Runs call `c` on the flat path, its blocks pushed ([`Carry::Pushed`]).
     #[inline(always)]
     pub(crate) fn run(&self, world: &World, c: Call<'_>) -> Result<Outcome> {
-        self.run_with::<false>(world, c, None, false)
+        self.run_with(world, c, None, false)
     }
 
     /// Runs part `c.part` of a call whose blocks travel as `carry` says,
@@ -1009,7 +1009,7 @@ impl Region {
     ) -> Result<Outcome> {
         let attach = (carry == Carry::Attached).then_some(failed);
         let pulled = carry == Carry::Pulled && self.slots.pulls(c.sig, c.bytes);
-        self.run_with::<true>(world, c, attach, pulled)
+        self.run_with(world, c, attach, pulled)
     }
 
     /// Runs call `c`, with `attach` for the parts of an attached call, and
@@ -1019,12 +1019,10 @@ impl Region {
     /// them: 2-PE 8 B allreduces took 1.07-1.09x the time with attached
     /// calls in the same inlined copy, 8 B broadcasts 1.15x with pulled
     /// ones; and the calls they make are inlined in it ([`Slots::lines`],
-    /// [`Region::keep`], [`Slots::stamp`]), where a
-    /// third copy of this function had made them calls (1.1x). `CARRIED`
-    /// tells the copies apart, so that each has closures of its own, which
-    /// the pushed copy's inlines (shared, they were calls).
+    /// [`Region::keep`], [`Slots::stamp`]), where a third copy of this
+    /// function had made them calls (1.1x).
     #[inline(always)]
-    fn run_with<const CARRIED: bool>(
+    fn run_with(
         &self,
         world: &World,
         c: Call<'_>,
@@ -1189,21 +1187,23 @@ impl Region {
         }
         match attach {
             Some(failed) => self.attached(world, c, failed),
-            None => self.compute(c, pulled),
+            None if pulled => self.compute::<true>(c),
+            None => self.compute::<false>(c),
         }
         self.settle(n, &stamp.0);
         Ok(Outcome { done: true, late })
     }
 
     /// Computes this member's result of call `c` from its own buffers and
-    /// the slots the others wrote, in this PE's heap or, if `pulled`, in
-    /// their own.
-    fn compute(&self, c: Call<'_>, pulled: bool) {
+    /// the slots the others wrote, in this PE's heap or, if `PULLED`, in
+    /// their own. A copy for each (with `pulled` a runtime argument, 2-PE
+    /// 8 B reduces took 1.1x the time).
+    fn compute<const PULLED: bool>(&self, c: Call<'_>) {
         let (p, me, n) = (self.slots.p, self.slots.me, c.n);
         let b = c.bytes;
         let root = c.sig.root;
         let slot = |j: usize| {
-            let heap = if pulled {
+            let heap = if PULLED {
                 self.slots.peers[j]
             } else {
                 self.slots.heap

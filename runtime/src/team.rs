@@ -469,8 +469,8 @@ impl<'w> Team<'w> {
     /// Runs call `e` on the flat path in `parts`, each under a number of
     /// its own: the call's, then the next ones. Done unless its first part
     /// found a member on the general path; this PE then follows it there,
-    /// under the call's number alone.
-    /// `run` runs each part on the flat path.
+    /// under the call's number alone. `run` runs each part on the flat
+    /// path.
     fn run_flat(
         &self,
         flat: &flat::Region,

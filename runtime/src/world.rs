@@ -487,14 +487,13 @@ fn agree_on_handlers(boot: &mut Bootstrap, handlers: &Handlers) -> Result<(), Ca
     Err(Cause::Mismatch(text.join("; ")))
 }
 
-/// Whether the flat path's large allgathers and alltoalls may copy
-/// straight out of the other PEs' buffers (cross-memory attach,
-/// `flat::Parts::attach`): only if every PE `wants` to (it has the flat
+/// Whether the flat path's large allgathers, alltoalls and allreduces may
+/// copy straight out of the other PEs' buffers (cross-memory attach,
+/// `flat::Carry::Attached`): only if every PE `wants` to (it has the flat
 /// path and single copies are on) and can read every other PE's memory
 /// through its lane to it (`lanes[route[j]]`), which it tries on their
-/// heaps (its own heap starts at `heap` here);
-/// the kernel, a container or Yama's ptrace scope may forbid it. Every PE
-/// gets the same answer.
+/// heaps (its own heap starts at `heap` here); the kernel, a container or
+/// Yama's ptrace scope may forbid it. Every PE gets the same answer.
 fn agree_on_attach(
     boot: &mut Bootstrap,
     (lanes, route): (&[Box<dyn Transport>], &[u8]),

@@ -63,8 +63,8 @@ impl PeerProcess {
     /// Moves `len` bytes between `local` in this process and `addr` in the
     /// peer's, in the given direction: straight, or through this thread's
     /// bounce buffer when the kernel's copy would be at a slow distance
-    /// (`weft_copy::slow_distance`: at 16 KiB-1 MiB it ran at 1.1-1.9 GB/s
-    /// there, 3.5-9.6 elsewhere). With the bounce, a 2-rank ping-pong of
+    /// (`weft_copy::slow_distance`, on AMD processors: at 16 KiB-1 MiB it
+    /// ran at 1.1-1.9 GB/s there, 3.5-9.6 elsewhere). With the bounce, a 2-rank ping-pong of
     /// 16-256 KiB messages between buffers 16 bytes apart modulo a page
     /// took 4.0-22.6 µs instead of 8.8-77.6, near the 3.6-21.4 of buffers
     /// at equal offsets.
