@@ -155,6 +155,9 @@ const CROWDED_ATTACH_BLOCK: usize = 64 << 10;
 /// 128 KiB 0.98x. Not crowded, the parts win (2 PEs: attached 1.5-2.3x
 /// their time at 64 KiB-1 MiB).
 const ATTACH_VECTOR: usize = 128 << 10;
+/// An attached call's block in every part: one word, the address of the
+/// writer's buffer (part 0) or whether its copies failed (later parts).
+const ATTACHED_WORD: usize = std::mem::size_of::<u64>();
 const LINE: usize = 64;
 const PAGE: usize = 4096;
 /// Where a slot's call word is: the number of the call it holds, written
@@ -354,7 +357,7 @@ impl Parts {
     /// an attached call).
     pub(crate) fn range(&self, k: usize) -> std::ops::Range<usize> {
         if self.carry == Carry::Attached {
-            return 0..8;
+            return 0..ATTACHED_WORD;
         }
         let start = k * self.chunk;
         start..(start + self.chunk).min(self.bytes)
@@ -1318,7 +1321,9 @@ impl Region {
         // The word member `j` wrote into its slot in part `k` of this call.
         let first = n - c.part as u64;
         let word = |k: usize, j: usize| {
-            let w = self.slots.data_in(self.slots.heap, first + k as u64, j, 8);
+            let w = self
+                .slots
+                .data_in(self.slots.heap, first + k as u64, j, ATTACHED_WORD);
             u64::from_ne_bytes(std::array::from_fn(|i| w[i]))
         };
         if c.part > 0 {
