@@ -19,7 +19,7 @@ enum op { BARRIER, BCAST, REDUCE, ALLREDUCE, ALLGATHER, ALLTOALL };
 static const char *names[] = {"barrier", "broadcast", "reduce", "allreduce", "allgather",
                               "alltoall"};
 
-static int iters(size_t size) { return size <= 4096 ? 5000 : size <= 65536 ? 500 : 50; }
+static int iters(size_t size) { return size <= 4096 ? 5000 : size <= 65536 ? 500 : 200; }
 
 static double *vec, *vec_out;
 static char *block, *all, *send_all;
