@@ -1980,7 +1980,9 @@ fn differ_text(n: u64, mine: &Stamp, differ: &[(usize, Option<Stamp>)]) -> Strin
 
 /// The block member `me` writes into member `j`'s slot for a call (or a
 /// part of one) of `sig` whose pieces of block `k` are `piece(k)`, if `j`
-/// needs one.
+/// needs one. Inlined: called, 2-PE 8 B broadcasts, reduces and
+/// allreduces took 1.5-2% longer (alternated within runs).
+#[inline(always)]
 fn outgoing<'a>(
     sig: &Signature,
     piece: impl Fn(usize) -> std::ops::Range<usize>,
