@@ -10,7 +10,10 @@
 //! their CALLS calls; then everyone meets in a barrier. Each member prints
 //! its role and the median over the rounds of its time per call (ns): what
 //! its own work costs, each side's share of a loop of such calls, in which
-//! whichever side costs more sets the pace.
+//! whichever side costs more sets the pace. (In a long loop, a member that
+//! runs ahead also reads, once a call, whether the others have left the
+//! slots it is about to write; not here while a round's calls fit the
+//! slots: up to 31 at 2 PEs.)
 //!
 //! Time on a shared machine is noisy; the work is not: under `valgrind
 //! --tool=callgrind --toggle-collect=call_cost::one_call`, with two values
