@@ -59,6 +59,6 @@ for ((r = 0; r < ranks; r++)); do
     w=$(per_call weft "$r")
     o=$(per_call openmpi "$r")
     m=$(per_call mpich "$r")
-    printf '%-4s %8d %8d %6.2f %8d %6.2f\n' "$r" "$w" "$o" "$(echo "$w / $o" | bc -l)" \
-        "$m" "$(echo "$w / $m" | bc -l)"
+    awk -v r="$r" -v w="$w" -v o="$o" -v m="$m" \
+        'BEGIN { printf "%-4s %8d %8d %6.2f %8d %6.2f\n", r, w, o, w / o, m, w / m }'
 done
