@@ -12,7 +12,7 @@
 //!
 //! Backends: [`shm`] (on-node peers map each other's heap; put/get are copies,
 //! atomics are hardware atomics on the mapped memory) and, with the `verbs`
-//! feature, [`verbs`] (RDMA over libibverbs: InfiniBand, RoCE, iWARP).
+//! feature, `verbs` (RDMA over libibverbs: InfiniBand, RoCE, iWARP).
 //! [`exits`] is how a launcher tells ranks which peers left the job.
 
 pub mod backoff;

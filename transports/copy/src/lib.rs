@@ -93,7 +93,7 @@ pub unsafe fn copy_may_overlap(src: *const u8, dst: *mut u8, len: usize) {
 /// Whether a copy of `len` bytes from `src` to `dst` by `rep movsb` is in
 /// the slow case: longer than glibc's threshold, with `dst` 1 to 31 bytes
 /// past `src` modulo a page, on a processor whose `rep movsb` slows down
-/// there ([`slow_strings`]). The kernel's own copies (`process_vm_readv`)
+/// there (an AMD processor with AVX). The kernel's own copies (`process_vm_readv`)
 /// have it too, which callers of such copies can check with this.
 #[inline]
 pub fn slow_distance(src: *const u8, dst: *const u8, len: usize) -> bool {

@@ -91,7 +91,7 @@ pub struct Args {
     /// the agent; the secret then comes on stdin).
     #[arg(long, hide = true, requires = "join")]
     agent_index: Option<u32>,
-    /// Prefix every output line with "[rank]".
+    /// Prefix every output line with its rank in brackets.
     #[arg(long)]
     tag_output: bool,
     /// Bind each rank to a core or a NUMA node, or not at all. Default: core
