@@ -892,7 +892,9 @@ impl Region {
                 std::hint::spin_loop();
             }
         }
-        self.wait_long(world, op, only, &mut arrived)
+        // A closure of its own: given `arrived` itself, the compiler made
+        // one copy of it for both and called it from the spins above.
+        self.wait_long(world, op, only, &mut |j, pull| arrived(j, pull))
     }
 
     /// What is wrong with call `n`, which this PE called as `stamp`, once

@@ -578,6 +578,16 @@ impl<'w> Team<'w> {
                 }
             }
         }
+        self.run_general(a, e, late)
+    }
+
+    /// Runs a call on the general path: its schedule of messages, advanced
+    /// by the progress engine. `late` is what was wrong with earlier calls
+    /// this PE left on the flat path, reported once this one is done. Out
+    /// of [`Team::run`]'s inlined flat path, whose code it would crowd.
+    #[inline(never)]
+    fn run_general(&self, a: Args<'_>, e: Entered, late: flat::Late) -> Result<()> {
+        let (op, w) = (a.op, self.world);
         let mut r = self.prepare(a, e)?;
         let engine = w.engine();
         engine.coll_enter(&mut *engine.lock(op)?, &r);
