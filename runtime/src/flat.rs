@@ -898,11 +898,12 @@ impl Region {
     }
 
     /// What is wrong with call `n`, which this PE called as `stamp`, once
-    /// every member has written its slot and member `first` (the first)
-    /// wrote another stamp: the members whose stamps differ, and what they
-    /// called. Out of the calls' path, which only looks for a first one:
-    /// with the list of them collected in every call, alternated process
-    /// by process (16 rounds), 2-PE 8 B reduces took 1.13-1.22x the time.
+    /// every member has written its slot and some wrote another stamp,
+    /// `first` the lowest of them: the members whose stamps differ, and
+    /// what they called. Out of the calls' path, which only looks for
+    /// `first`: with the list of them collected in every call, alternated
+    /// process by process (16 rounds), 2-PE 8 B reduces took 1.13-1.22x
+    /// the time.
     #[cold]
     #[inline(never)]
     fn mismatch(&self, n: u64, stamp: &Stamp, first: usize) -> Cause {
