@@ -1968,7 +1968,9 @@ fn claim(addr: usize) {
 /// every block elsewhere, by `memcpy`.
 ///
 /// # Safety
-/// `to` must be valid for writes of `from.len()` bytes and not overlap it.
+/// `to` must be valid for writes of `from.len()` bytes, not overlap it,
+/// and be 16-byte aligned (its stores are aligned ones of 16, 8, 4 and 2
+/// bytes).
 unsafe fn copy_forward(from: &[u8], to: *mut u8) {
     debug_assert!(from.is_empty() || to as usize % 16 == 0);
     let n = from.len();
