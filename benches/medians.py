@@ -6,7 +6,9 @@ Reads DIR/<name>.<i> for i in 1..REPS, each holding "measure size value"
 lines, and prints one row per (measure, size) Weft reports: the medians
 and weft/peer where the peer has it too. Latencies (measures ending in
 "latency", "round_trip", and collectives) are better lower; everything
-else higher.
+else higher. For collectives it also says which cells miss the goal:
+at most 0.8x the best peer's time for barrier and at 8 B, at most 1.0x
+at other sizes.
 """
 import statistics
 import sys
@@ -41,3 +43,19 @@ for key in sorted(weft, key=lambda k: (order.get(k[0], 9), k[0], k[1])):
         row += f" {v:>12.2f} {weft[key] / v:>6.2f}" if v else f" {'-':>12} {'-':>6}"
     print(row)
 print("# lower is better for latency, round trips and collectives, higher for the rest")
+
+# The collectives' goal: at most 0.8x the best peer's time for barrier and at 8 B,
+# at most 1.0x at every other size (the best peer is the one Weft's ratio is
+# largest against).
+COLLECTIVES = {"barrier", "broadcast", "reduce", "allreduce", "allgather", "alltoall"}
+cells, missed = 0, []
+for key in sorted(weft, key=lambda k: (order.get(k[0], 9), k[0], k[1])):
+    ratios = [weft[key] / data[p][key] for p in peers if data[p].get(key)]
+    if key[0] not in COLLECTIVES or not ratios:
+        continue
+    cells += 1
+    if max(ratios) > (0.8 if key[1] <= 8 else 1.0):
+        missed.append(f"{key[0]} {key[1]} {max(ratios):.2f}")
+if cells:
+    print(f"# goal (barrier and 8 B: at most 0.8x the best peer; larger: at most 1.0x): "
+          f"{cells - len(missed)} of {cells} cells met" + (f"; missed: {', '.join(missed)}" if missed else ""))
