@@ -36,26 +36,25 @@ print(head)
 order = {"latency": 0, "bandwidth": 1, "bi_bandwidth": 2, "message_rate": 3,
          "barrier": 4, "broadcast": 5, "reduce": 6, "allreduce": 7, "allgather": 8,
          "alltoall": 9}
-for key in sorted(weft, key=lambda k: (order.get(k[0], 9), k[0], k[1])):
-    row = f"{key[0]:<15} {key[1]:>8} {weft[key]:>12.2f}"
-    for p in peers:
-        v = data[p].get(key)
-        row += f" {v:>12.2f} {weft[key] / v:>6.2f}" if v else f" {'-':>12} {'-':>6}"
-    print(row)
-print("# lower is better for latency, round trips and collectives, higher for the rest")
-
 # The collectives' goal: at most 0.8x the best peer's time for barrier and at 8 B,
 # at most 1.0x at every other size (the best peer is the one Weft's ratio is
 # largest against).
 COLLECTIVES = {"barrier", "broadcast", "reduce", "allreduce", "allgather", "alltoall"}
 cells, missed = 0, []
 for key in sorted(weft, key=lambda k: (order.get(k[0], 9), k[0], k[1])):
-    ratios = [weft[key] / data[p][key] for p in peers if data[p].get(key)]
-    if key[0] not in COLLECTIVES or not ratios:
-        continue
-    cells += 1
-    if max(ratios) > (0.8 if key[1] <= 8 else 1.0):
-        missed.append(f"{key[0]} {key[1]} {max(ratios):.2f}")
+    row = f"{key[0]:<15} {key[1]:>8} {weft[key]:>12.2f}"
+    ratios = []
+    for p in peers:
+        v = data[p].get(key)
+        row += f" {v:>12.2f} {weft[key] / v:>6.2f}" if v else f" {'-':>12} {'-':>6}"
+        if v:
+            ratios.append(weft[key] / v)
+    print(row)
+    if key[0] in COLLECTIVES and ratios:
+        cells += 1
+        if max(ratios) > (0.8 if key[1] <= 8 else 1.0):
+            missed.append(f"{key[0]} {key[1]} {max(ratios):.2f}")
+print("# lower is better for latency, round trips and collectives, higher for the rest")
 if cells:
     print(f"# goal (barrier and 8 B: at most 0.8x the best peer; larger: at most 1.0x): "
           f"{cells - len(missed)} of {cells} cells met" + (f"; missed: {', '.join(missed)}" if missed else ""))
