@@ -1,12 +1,15 @@
 /* The collective measurements of osu_coll.rs, written against MPI so that
  * Open MPI and MPICH can be measured the same way in the same run.
  *
- *   mpicc -O2 mpi_coll.c -o mpi_coll && mpirun -np 4 ./mpi_coll
+ *   mpicc -O2 mpi_coll.c -o mpi_coll && mpirun -np 4 ./mpi_coll [--osu]
  *
- * Prints one "name size value" line per figure: the average time of one
- * call over many back-to-back calls, the largest over the ranks (us), for
- * barrier, and for broadcast, reduce and allreduce (sums of doubles) and
- * allgather and alltoall (bytes, the size per rank) from 8 B to 1 MiB.
+ * Prints one "name size value" line per figure (us), for barrier, and for
+ * broadcast, reduce and allreduce (sums of doubles) and allgather and
+ * alltoall (bytes, the size per rank) from 8 B to 1 MiB: by default the
+ * average time of one call over many back-to-back calls, the largest over
+ * the ranks; with --osu, as the OSU micro-benchmarks measure, each call
+ * timed alone with an untimed barrier after it (none for barrier), the
+ * average over the calls and then over the ranks.
  */
 #include <mpi.h>
 #include <stdio.h>
@@ -40,10 +43,27 @@ static void call(enum op op, size_t size) {
     }
 }
 
+static int osu;
+
 static double measure(enum op op, size_t size, int n) {
     for (int i = 0; i < n / 10; i++)
         call(op, size);
     MPI_Barrier(MPI_COMM_WORLD);
+    if (osu) {
+        double total = 0, sum;
+        int p;
+        for (int i = 0; i < n; i++) {
+            double t = MPI_Wtime();
+            call(op, size);
+            total += MPI_Wtime() - t;
+            if (op != BARRIER)
+                MPI_Barrier(MPI_COMM_WORLD);
+        }
+        total /= n;
+        MPI_Allreduce(&total, &sum, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+        MPI_Comm_size(MPI_COMM_WORLD, &p);
+        return sum / p;
+    }
     double t = MPI_Wtime();
     for (int i = 0; i < n; i++)
         call(op, size);
@@ -57,6 +77,7 @@ int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &me);
     MPI_Comm_size(MPI_COMM_WORLD, &p);
+    osu = argc > 1 && strcmp(argv[1], "--osu") == 0;
     vec = malloc(MAX);
     vec_out = malloc(MAX);
     block = malloc(MAX);
