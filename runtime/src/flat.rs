@@ -1205,6 +1205,7 @@ impl Region {
                 // What the root's flag and posted word said when it had
                 // arrived: whether it stays on the flat path.
                 let mut flat = true;
+                let mut waited = false;
                 self.wait(world, c.op, Some(root), false, |j, pull| {
                     if data_lines {
                         s.prefetch(n, j, c.bytes, 1);
@@ -1214,7 +1215,10 @@ impl Region {
                             flat = f;
                             true
                         }
-                        None => false,
+                        None => {
+                            waited = true;
+                            false
+                        }
                     }
                 })?;
                 if !flat {
@@ -1227,7 +1231,17 @@ impl Region {
                     return Err(world.error(c.op, Cause::Mismatch(text)));
                 }
                 self.saw(root, n + 1);
-                s.prefetch(n + 1, root, c.bytes, 0);
+                // The root's next slot, if the root runs ahead (its flag was
+                // up at the first reading) or the PEs are crowded. A root
+                // that did not run ahead writes that slot next, and fetching
+                // its lines here would only take them from it first: at 2
+                // PEs, each call alone between barriers (OSU's way), 8 B-2
+                // KiB broadcasts took 0.92-0.94x the time so (alternated with
+                // the build before, medians of 10), back to back 0.96-1.03x;
+                // never fetching it, back to back took 1.43x.
+                if !waited || s.crowded {
+                    s.prefetch(n + 1, root, c.bytes, 0);
+                }
             }
             Waits::Everyone => {
                 if few {
