@@ -1,0 +1,246 @@
+//! How a member waits for the others' flags: spinning, yielding when the
+//! PEs are crowded, then through the progress engine; and what it knows of
+//! how far each member has come.
+
+use super::*;
+
+/// The error text of members `differ` (with the stamps they wrote)
+/// calling call `n` otherwise than this PE, which stamped it `mine`.
+pub(super) fn differ_text(n: u64, mine: &Stamp, differ: &[(usize, Option<Stamp>)]) -> String {
+    let (j, theirs) = &differ[0];
+    let theirs = theirs.map_or("a collective".into(), |t| t.describe());
+    let mut text = format!(
+        "PE {j} called {theirs} where this PE called {} (call {n} of the world team)",
+        mine.describe()
+    );
+    if differ.len() > 1 {
+        let pes: Vec<usize> = differ.iter().map(|(j, _)| *j).collect();
+        text += &format!("; PEs {pes:?} all differ from this PE");
+    }
+    text
+}
+
+/// Whether member `me`, waiting for member `only` (or for every other
+/// member if `usize::MAX`), waits for member `j`.
+#[inline(always)]
+pub(super) fn awaited(j: usize, me: usize, only: usize) -> bool {
+    j != me && (only == usize::MAX || only == j)
+}
+
+/// The core this thread runs on + 1 (0 if the system cannot tell). With
+/// glibc 2.35 or later a load from the thread's restartable-sequences
+/// area, which the kernel keeps current; otherwise the vDSO's `getcpu`.
+pub(super) fn processor() -> u64 {
+    // SAFETY: no preconditions; it returns -1 on failure.
+    let core = unsafe { libc::sched_getcpu() };
+    u64::try_from(core).map_or(0, |c| c + 1)
+}
+
+impl Region {
+    /// Waits until every other member (or `only` that one) satisfies
+    /// `arrived`, watching those that do not for exits. `arrived`'s second
+    /// argument says whether the wait has gone past its spins and yields
+    /// (it waits through the engine then), where a member's own slot is
+    /// worth reading too ([`Slots::arrived`]).
+    ///
+    /// Not oversubscribed, it spins on the flags. Oversubscribed, it
+    /// yields, so that the core goes to the member waited for, except that
+    /// with `spin` (a wait for the others' blocks of the current call) it
+    /// spins while the first member missing runs on another core: its
+    /// blocks are then on their way. Each member's running word says which
+    /// core it runs on, and it clears the word before it yields. Yielding
+    /// at every reading, at 4 PEs on 2 cores, a member often handed its
+    /// core to the other PE there, which was waiting for the same two PEs
+    /// of the other core and handed it back at once: alternated in one run
+    /// (medians of 8 runs), 8 B alltoalls, allreduces, barriers and
+    /// allgathers took 0.77-0.83x the time so, with 2.3 context switches
+    /// a call instead of 2.8-2.9, and 1 KiB ones 0.85-0.88x; 16-64 KiB
+    /// calls did not change. A wait for free slots (step 1) or for a
+    /// broadcast's root does not spin: the member waited for then has
+    /// calls to catch up on, not one store to make (spinning there, 16 KiB
+    /// reduces took 1.10-1.13x the time, 4-PE 8 B broadcasts 1.24x).
+    #[inline(always)]
+    pub(super) fn wait(
+        &self,
+        world: &World,
+        op: &'static str,
+        only: Option<usize>,
+        spin: bool,
+        mut arrived: impl FnMut(usize, bool) -> bool,
+    ) -> Result<()> {
+        let (p, me) = (self.slots.p, self.slots.me);
+        // `only` as a plain word: an `Option` spilled and reloaded whole in
+        // the loop below cannot be forwarded from the store buffer.
+        let only = only.unwrap_or(usize::MAX);
+        if self.slots.crowded {
+            if self.yield_for(only, spin, &mut arrived) {
+                return Ok(());
+            }
+        } else {
+            // The members waited for, by a plain loop: through iterators
+            // each reading took 15-35 instructions more
+            // (`benches/call_instructions.sh`).
+            let (from, to) = if only == usize::MAX {
+                (0, p)
+            } else {
+                (only, only + 1)
+            };
+            for _ in 0..SPINS {
+                let mut j = from;
+                while j < to && (j == me || arrived(j, false)) {
+                    j += 1;
+                }
+                if j == to {
+                    return Ok(());
+                }
+                std::hint::spin_loop();
+            }
+        }
+        // A closure of its own: given `arrived` itself, the compiler made
+        // one copy of it for both and called it from the spins above.
+        self.wait_long(world, op, only, &mut |j, pull| arrived(j, pull))
+    }
+
+    /// What is wrong with call `n`, which this PE called as `stamp`, once
+    /// every member has written its slot and some wrote another stamp,
+    /// `first` the lowest of them: the members whose stamps differ, and
+    /// what they called. Out of the calls' path, which only looks for
+    /// `first`: with the list of them collected in every call, alternated
+    /// process by process (16 rounds), 2-PE 8 B reduces took 1.13-1.22x
+    /// the time.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn mismatch(&self, n: u64, stamp: &Stamp, first: usize) -> Cause {
+        let s = &self.slots;
+        let mut differ = vec![(first, s.current(n, first))];
+        differ.extend(
+            (first + 1..s.p)
+                .filter(|&j| j != s.me)
+                .map(|j| (j, s.current(n, j)))
+                .filter(|(_, theirs)| *theirs != Some(*stamp)),
+        );
+        Cause::Mismatch(differ_text(n, stamp, &differ))
+    }
+
+    /// The oversubscribed part of a [`Region::wait`]: reads the flags,
+    /// spinning while the first member missing runs on another core (with
+    /// `spin`) and yielding otherwise, [`YIELDS`] times at most; whether
+    /// every member waited for (`only`, or all others if `usize::MAX`) has
+    /// arrived. Inlined: called, at 4 PEs on 2 cores, 8 B allreduces and
+    /// broadcasts took 1.04-1.10x the time.
+    #[inline(always)]
+    pub(super) fn yield_for(
+        &self,
+        only: usize,
+        spin: bool,
+        arrived: &mut impl FnMut(usize, bool) -> bool,
+    ) -> bool {
+        let (p, me) = (self.slots.p, self.slots.me);
+        let mine = self.running(me);
+        let mut core = processor();
+        mine.store(core, Ordering::Relaxed);
+        let (mut yields, mut spins) = (0, 0);
+        while yields < YIELDS {
+            let missing = (0..p).find(|&j| awaited(j, me, only) && !arrived(j, false));
+            let Some(j) = missing else {
+                return true;
+            };
+            // Their running word is read only by a wait that may spin.
+            let elsewhere = || {
+                let theirs = self.running(j).load(Ordering::Relaxed);
+                theirs != 0 && theirs != core
+            };
+            if spin && spins < RUNNING_SPINS && elsewhere() {
+                spins += 1;
+                std::hint::spin_loop();
+                continue;
+            }
+            mine.store(0, Ordering::Relaxed);
+            std::thread::yield_now();
+            core = processor();
+            mine.store(core, Ordering::Relaxed);
+            yields += 1;
+        }
+        // The engine yields and sleeps without saying so.
+        mine.store(0, Ordering::Relaxed);
+        false
+    }
+
+    /// The rest of a [`Region::wait`] that its spins or yields did not
+    /// end: through the engine, which watches the members waited for
+    /// (`only`, or all others if `usize::MAX`) for exits. Out of the
+    /// waits' inlined code, so that they do not set up what this needs
+    /// in every call (2-PE 8 B broadcasts: 17 instructions fewer at the
+    /// root, 28 at the receiver; reduces 0.93x the time).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn wait_long(
+        &self,
+        world: &World,
+        op: &'static str,
+        only: usize,
+        arrived: &mut dyn FnMut(usize, bool) -> bool,
+    ) -> Result<()> {
+        let (p, me) = (self.slots.p, self.slots.me);
+        let waiting = RefCell::new(Vec::new());
+        let waited = world
+            .engine()
+            .wait_memory(op, Watch::Listed(&waiting), |_| {
+                let mut w = waiting.borrow_mut();
+                w.clear();
+                w.extend((0..p).filter(|&j| awaited(j, me, only) && !arrived(j, true)));
+                w.is_empty().then_some(Ok(()))
+            });
+        if self.slots.crowded {
+            self.running(me).store(processor(), Ordering::Relaxed);
+        }
+        waited
+    }
+
+    /// Member `j`'s running word: the core it runs on + 1 while it runs
+    /// on the flat path, 0 while it yields or sleeps there (or has never
+    /// waited there). In member `j`'s own region, in the line of its own
+    /// posted word, which nobody writes (a PE posts only to the others);
+    /// written only when the PEs outnumber the cores.
+    pub(super) fn running(&self, j: usize) -> &AtomicU64 {
+        let s = &self.slots;
+        s.word_in(s.peers[j], s.posted_at(j) + 8)
+    }
+
+    /// Whether member `j` has entered call `n` or a later one, either way,
+    /// as this PE knows or its count word, flags and posted word say. When
+    /// crowded, the count word comes first: one reading there covers every
+    /// call the member has made since, where its flags tell of one call
+    /// each (and it writes no flag into this PE's heap in calls where this
+    /// PE does not wait for it, [`Slots::pushes`]). A member that failed a
+    /// call has not settled it, and its flags tell then.
+    #[inline(always)]
+    pub(super) fn reached(&self, n: u64, j: usize) -> bool {
+        if self.entered[j].load(Ordering::Relaxed) > n {
+            return true;
+        }
+        if self.slots.crowded {
+            let count = self.count(j).load(Ordering::Acquire);
+            self.saw(j, count);
+            if count > n {
+                return true;
+            }
+        }
+        let s = &self.slots;
+        let (_, flag) = s.header(n, j);
+        let posted = s.word(s.posted_at(j)).load(Ordering::Acquire);
+        self.saw(j, flag.max(posted));
+        flag > n || posted > n
+    }
+
+    /// Notes that member `j` has entered the call numbered `mark - 1`. A
+    /// plain load and store, not a locked read-modify-write, which would
+    /// wait for this PE's stores to the others' heaps: two threads may
+    /// race here, and the loser leaves a smaller mark, which is still true.
+    pub(super) fn saw(&self, j: usize, mark: u64) {
+        let known = &self.entered[j];
+        if known.load(Ordering::Relaxed) < mark {
+            known.store(mark, Ordering::Relaxed);
+        }
+    }
+}
