@@ -42,11 +42,13 @@ declare -A what=(
     [osu]="OSU's way: each call alone, then an untimed barrier; the average over the ranks"
 )
 for n in "${ranks[@]}"; do
+    for m in "${methods[@]}"; do
+        mkdir -p "$out/$n/$m"
+    done
     trips=()
     for i in $(seq "$reps"); do
         trips+=("$(trip)")
         for m in "${methods[@]}"; do
-            mkdir -p "$out/$n/$m"
             # shellcheck disable=SC2086 # the flag is one word or none
             target/release/weftrun -n "$n" target/release/osu_coll --raw ${flag[$m]} \
                 > "$out/$n/$m/weft.$i"

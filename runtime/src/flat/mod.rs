@@ -79,8 +79,9 @@
 //! member (as MPI requires); the symmetric ones may mix both.
 //!
 //! This module holds the calls' path: which calls take it and in how many
-//! parts, and a call's steps. Its submodules hold the rest: `layout` where
-//! the slots and words lie and what a slot says, `stores` how a slot is
+//! parts, who waits for whom and writes to whom, and a call's steps. Its
+//! submodules hold the rest: `layout` where the slots and words lie and
+//! what a slot says, `stores` how a slot is
 //! written into another member's heap, `wait` how a member waits for the
 //! others, `ledger` how members check the calls they left without waiting
 //! for everyone, and `attached` the calls whose blocks members copy
@@ -104,11 +105,11 @@ mod ledger;
 mod stores;
 mod wait;
 
+use layout::differ_text;
 pub(crate) use layout::region_size;
 use layout::{data_sets, data_size, head_sets, heads_at, slot_size, Stamp};
 use ledger::GENERAL;
 use stores::{claim, claims, copy_forward};
-use wait::differ_text;
 
 thread_local! {
     /// A member's fold of the members before it, for a reduction on the
@@ -344,6 +345,53 @@ fn waits(sig: &Signature, member: usize) -> Waits {
         Collective::Broadcast | Collective::Scatter => Waits::Root,
         Collective::Reduce | Collective::Gather if !root => Waits::Nobody,
         _ => Waits::Everyone,
+    }
+}
+
+impl Slots {
+    /// Whom `member` waits for in part `part` of a call of `sig`. The
+    /// first of several parts waits for every member, so that they all
+    /// agree on the call, and so on how many numbers it takes, before any
+    /// member takes a second (a call is in parts when its blocks exceed a
+    /// slot).
+    fn waits(&self, sig: &Signature, part: usize, member: usize) -> Waits {
+        if part == 0 && sig.bytes > self.data {
+            Waits::Everyone
+        } else {
+            waits(sig, member)
+        }
+    }
+
+    /// Whether member `from` writes its slot of part `part` of a call of
+    /// `sig` into member `to`'s heap: always, unless [`Slots::crowded`]; then
+    /// only if `to` waits for `from` there. The others read `from`'s own
+    /// slot in its heap instead, when they check it ([`Slots::header`]):
+    /// at 4 PEs on 2 cores a broadcast's receivers so write nothing to each
+    /// other or to the root, and a reduce's members write only to the root.
+    fn pushes(&self, sig: &Signature, part: usize, from: usize, to: usize) -> bool {
+        !self.crowded
+            || match self.waits(sig, part, to) {
+                Waits::Everyone => true,
+                Waits::Root => sig.root == from,
+                Waits::Nobody => false,
+            }
+    }
+
+    /// Whether the members of a call of `sig` read blocks of `len` bytes
+    /// from their writer's own slot, which it writes once, rather than
+    /// from their own heaps, into which it writes each: when crowded,
+    /// blocks from [`PULL_FROM`] (in the slots' data, past their heads) of
+    /// the collectives whose writers send every member the same block
+    /// (broadcast, allgather, allreduce). A writer so copies its block once
+    /// instead of once per member.
+    #[inline(always)]
+    fn pulls(&self, sig: &Signature, len: usize) -> bool {
+        self.crowded
+            && len >= PULL_FROM
+            && matches!(
+                sig.collective,
+                Collective::Broadcast | Collective::Allgather | Collective::Allreduce
+            )
     }
 }
 

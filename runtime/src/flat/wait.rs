@@ -4,22 +4,6 @@
 
 use super::*;
 
-/// The error text of members `differ` (with the stamps they wrote)
-/// calling call `n` otherwise than this PE, which stamped it `mine`.
-pub(super) fn differ_text(n: u64, mine: &Stamp, differ: &[(usize, Option<Stamp>)]) -> String {
-    let (j, theirs) = &differ[0];
-    let theirs = theirs.map_or("a collective".into(), |t| t.describe());
-    let mut text = format!(
-        "PE {j} called {theirs} where this PE called {} (call {n} of the world team)",
-        mine.describe()
-    );
-    if differ.len() > 1 {
-        let pes: Vec<usize> = differ.iter().map(|(j, _)| *j).collect();
-        text += &format!("; PEs {pes:?} all differ from this PE");
-    }
-    text
-}
-
 /// Whether member `me`, waiting for member `only` (or for every other
 /// member if `usize::MAX`), waits for member `j`.
 #[inline(always)]
@@ -99,27 +83,6 @@ impl Region {
         // A closure of its own: given `arrived` itself, the compiler made
         // one copy of it for both and called it from the spins above.
         self.wait_long(world, op, only, &mut |j, pull| arrived(j, pull))
-    }
-
-    /// What is wrong with call `n`, which this PE called as `stamp`, once
-    /// every member has written its slot and some wrote another stamp,
-    /// `first` the lowest of them: the members whose stamps differ, and
-    /// what they called. Out of the calls' path, which only looks for
-    /// `first`: with the list of them collected in every call, alternated
-    /// process by process (16 rounds), 2-PE 8 B reduces took 1.13-1.22x
-    /// the time.
-    #[cold]
-    #[inline(never)]
-    pub(super) fn mismatch(&self, n: u64, stamp: &Stamp, first: usize) -> Cause {
-        let s = &self.slots;
-        let mut differ = vec![(first, s.current(n, first))];
-        differ.extend(
-            (first + 1..s.p)
-                .filter(|&j| j != s.me)
-                .map(|j| (j, s.current(n, j)))
-                .filter(|(_, theirs)| *theirs != Some(*stamp)),
-        );
-        Cause::Mismatch(differ_text(n, stamp, &differ))
     }
 
     /// The oversubscribed part of a [`Region::wait`]: reads the flags,
