@@ -596,8 +596,9 @@ fn report(name: &str, calls: &[weft::Result<()>], right: impl Fn() -> bool) -> C
     Ok(())
 }
 
-/// The last PE names another root: every PE fails, in the broadcast or
-/// at the latest in the call after the one in which the news reaches it.
+/// The last PE names another root, then PEs 0 and 1 name each other:
+/// every PE fails, in the broadcast or at the latest in the call after the
+/// one in which the news reaches it.
 fn mismatch_root(world: &World) -> Check {
     let (me, n) = (world.rank(), world.size());
     let t = world.team();
@@ -625,6 +626,17 @@ fn mismatch_root(world: &World) -> Check {
         t.allreduce(&mut x, ReduceOp::Sum),
     ];
     report("allreduce against broadcasts", &calls, || false)?;
+    // PEs 0 and 1 each name the other the root: crowded, each then
+    // prefers the other to leave the barrier after it first, and must
+    // leave all the same.
+    let root = usize::from(me == 0);
+    let mut d = [me as u64; 4];
+    let calls = [
+        t.broadcast(root, &mut d),
+        t.barrier(),
+        t.allreduce(&mut x, ReduceOp::Sum),
+    ];
+    report("broadcast of roots that name each other", &calls, || false)?;
     let mut d = [1u64];
     w(t.allreduce(&mut d, ReduceOp::Sum))?;
     ensure(d[0] == n as u64, || format!("allreduce after: {}", d[0]))
