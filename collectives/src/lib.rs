@@ -148,13 +148,18 @@ pub struct Signature {
     pub op: u32,
 }
 
-/// The digest no signature has; the runtime marks notices about a call
-/// with it.
+/// A digest no signature has; the runtime marks notices about a call with
+/// it (a member failed the call, and says why).
 pub const RESERVED_DIGEST: u16 = u16::MAX;
+
+/// The other digest no signature has; the runtime marks probes with it (a
+/// member that has waited long in a call tells the members it waits for
+/// how it called the call).
+pub const PROBE_DIGEST: u16 = u16::MAX - 1;
 
 impl Signature {
     /// A 16-bit digest of the signature (FNV-1a, folded), never
-    /// [`RESERVED_DIGEST`].
+    /// [`RESERVED_DIGEST`] or [`PROBE_DIGEST`].
     ///
     /// ```
     /// use weft_collectives::{Collective, Signature};
@@ -174,6 +179,6 @@ impl Signature {
         for b in words.iter().flat_map(|w| w.to_le_bytes()) {
             h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
         }
-        ((h >> 16 ^ h) & 0xffff) as u16 % RESERVED_DIGEST
+        ((h >> 16 ^ h) & 0xffff) as u16 % PROBE_DIGEST
     }
 }

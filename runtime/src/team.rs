@@ -38,7 +38,7 @@ use crate::config::collective_variable;
 use crate::error::{Cause, Result};
 use crate::flat;
 use crate::p2p::{Request, Scope};
-use crate::progress::coll::{describe, CallId, CollRun, CTX_SEQ_BITS, SEQ_MASK};
+use crate::progress::coll::{describe, CallId, CollRun, Probe, CTX_SEQ_BITS, SEQ_MASK};
 use crate::progress::Watch;
 use crate::World;
 
@@ -417,6 +417,7 @@ impl<'w> Team<'w> {
             call,
             sig,
             deserted: self.inner.flat.as_ref().map(|f| f.deserted(e.n)),
+            probe: Probe::new(),
         })
     }
 

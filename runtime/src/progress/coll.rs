@@ -16,16 +16,21 @@
 //! fails the call; so does a notice (the reserved digest) from a member
 //! that failed it. The member that sees a disagreement first tells every
 //! other member with such a notice, so the whole team fails instead of
-//! waiting. A message or notice for a call this PE had already finished
+//! waiting. Members whose calls send each other nothing (a broadcast whose
+//! members each name another root) would wait for ever, so a member that
+//! has waited long in a call sends the members it waits for a probe
+//! ([`PROBE_DIGEST`]) with its digest: a member that called the call
+//! otherwise fails it (or, if it has finished it, answers with a notice). A message or notice for a call this PE had already finished
 //! (it can only come from a member that called it differently) is
 //! reported after the team's next call completes, so that call's other
 //! members are not left waiting.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use weft_collectives::exec::Run;
-use weft_collectives::{Channel, Signature, RESERVED_DIGEST};
+use weft_collectives::{Channel, Signature, PROBE_DIGEST, RESERVED_DIGEST};
 
 use super::wire::{Class, Envelope};
 use super::{Completion, Engine, Entry, Id, Match, RawBuf, Req, SendMode, State};
@@ -89,7 +94,43 @@ pub(crate) struct CollRun {
     /// On a team with a flat path: members that left the call there would
     /// never join this run, which must fail instead of waiting for them.
     pub(crate) deserted: Option<Deserted>,
+    /// When this PE next tells the members it waits for how it called the
+    /// call.
+    pub(crate) probe: Probe,
 }
+
+/// When a member waiting in a call probes the members it waits for
+/// ([`Engine::coll_probe`]): [`PROBE_AFTER`] after it entered the call,
+/// then every [`PROBE_PERIOD`].
+pub(crate) struct Probe {
+    entered: Instant,
+    next: Duration,
+    /// Advances that did not complete the call: the clock is read every
+    /// [`PROBE_CHECK`] of them.
+    idle: u32,
+}
+
+impl Probe {
+    /// The probing of a call entered now.
+    pub(crate) fn new() -> Probe {
+        Probe {
+            entered: Instant::now(),
+            next: PROBE_AFTER,
+            idle: 0,
+        }
+    }
+}
+
+/// How long a member waits in a call before it first probes the members
+/// it waits for: far longer than a call whose members agree waits for a
+/// member's message, unless that member is late to enter it (then the
+/// probe only costs one small message).
+const PROBE_AFTER: Duration = Duration::from_millis(100);
+/// How often it probes again, while it waits (the members it waits for
+/// change as the call goes on).
+const PROBE_PERIOD: Duration = Duration::from_secs(1);
+/// Advances of a waiting call between readings of the clock.
+const PROBE_CHECK: u32 = 16;
 
 impl CollRun {
     /// The tag of this call's messages.
@@ -128,6 +169,9 @@ pub(crate) struct CollState {
     /// Per team: the failure of a call this PE had finished, to report
     /// after the team's current or next call.
     deferred: Vec<(u32, String)>,
+    /// The calls this PE left lately, with its digest of each: what a
+    /// member that probes one of them is told ([`Engine::coll_probed`]).
+    left: VecDeque<(CallId, u16)>,
     /// Calls this PE has not entered yet that messages arrived for: the
     /// first digest seen (and its sender), and a different one if any.
     ahead: HashMap<CallId, Ahead>,
@@ -142,6 +186,8 @@ struct Ahead {
 
 /// How many failed calls a PE remembers.
 const ABANDONED_KEPT: usize = 256;
+/// How many calls a PE remembers having left.
+const LEFT_KEPT: usize = 64;
 
 impl CollState {
     fn failure(&self, call: CallId) -> Option<&Failure> {
@@ -294,13 +340,20 @@ impl Engine {
 
     /// Leaves a call (done, failed or cancelled).
     fn coll_leave(st: &mut State, call: CallId) {
-        st.coll.active.retain(|(c, _)| *c != call);
+        if let Some(i) = st.coll.active.iter().position(|(c, _)| *c == call) {
+            let (_, sig) = st.coll.active.remove(i);
+            if st.coll.left.len() == LEFT_KEPT {
+                st.coll.left.pop_front();
+            }
+            st.coll.left.push_back((call, sig.digest()));
+        }
         st.coll.failed.retain(|f| f.call != call);
     }
 
     /// Looks at a collective message as it arrives; `true` if it goes no
     /// further (a notice, a stray, or a message for a call this PE failed).
     pub(super) fn coll_arrived(
+        &self,
         st: &mut State,
         source: usize,
         env: Envelope,
@@ -308,6 +361,10 @@ impl Engine {
     ) -> bool {
         let (call, digest) = CallId::of(env);
         if st.coll.abandoned.contains(&call) {
+            return true;
+        }
+        if digest == PROBE_DIGEST {
+            self.coll_probed(st, source, call, payload);
             return true;
         }
         let finished = Self::finished(st, call);
@@ -345,6 +402,84 @@ impl Engine {
             }
         }
         false
+    }
+
+    /// Member `source`, waiting in `call` (for this PE, among others), says
+    /// how it called it: its digest, then its call described. If this PE
+    /// is in the call under another digest, the call fails (and the
+    /// members are told); if it left the call, called otherwise, it tells
+    /// `source` so and reports the call after its team's next one; if it
+    /// has not entered the call, the probe counts as a message for it.
+    fn coll_probed(&self, st: &mut State, source: usize, call: CallId, payload: &[u8]) {
+        let Some((digest, theirs)) = payload.split_first_chunk::<2>() else {
+            return;
+        };
+        let digest = u16::from_le_bytes(*digest);
+        let theirs = String::from_utf8_lossy(theirs);
+        if let Some((_, sig)) = st.coll.active.iter().find(|(c, _)| *c == call) {
+            if sig.digest() != digest {
+                let text = format!(
+                    "PE {source} waits in this collective ({call}), having called {theirs}, \
+                     where this PE called {}",
+                    describe(sig)
+                );
+                st.coll.fail(call, text, false);
+            }
+            return;
+        }
+        if let Some(&(_, mine)) = st.coll.left.iter().find(|(c, _)| *c == call) {
+            if mine != digest {
+                let env = Envelope {
+                    class: Class::Collective,
+                    ctx: call.ctx(),
+                    tag: call.tag(RESERVED_DIGEST),
+                };
+                let text = format!(
+                    "it had left this collective ({call}), called otherwise, when this PE \
+                     waited for it"
+                );
+                // A member that cannot be told is gone, which its wait finds.
+                let _ = self.send_owned(st, source, env, text.into_bytes());
+                let text = format!(
+                    "PE {source} waited in it for this PE, having called {theirs}: the PEs \
+                     called it differently"
+                );
+                Self::coll_defer(st, call, text);
+            }
+            return;
+        }
+        if !Self::finished(st, call) {
+            let a = st.coll.ahead.entry(call).or_insert(Ahead {
+                first: (digest, source),
+                other: None,
+            });
+            if a.first.0 != digest && a.other.is_none() {
+                a.other = Some((digest, source));
+            }
+        }
+    }
+
+    /// Tells the members call `r` waits for how this PE called it, if it
+    /// has waited long enough ([`Probe`]).
+    fn coll_probe(&self, st: &mut State, r: &mut CollRun) {
+        let p = &mut r.probe;
+        p.idle = p.idle.wrapping_add(1);
+        if p.idle % PROBE_CHECK != 0 || p.entered.elapsed() < p.next {
+            return;
+        }
+        p.next = p.entered.elapsed() + PROBE_PERIOD;
+        let env = Envelope {
+            class: Class::Collective,
+            ctx: r.call.ctx(),
+            tag: r.call.tag(PROBE_DIGEST),
+        };
+        let mut probe = r.sig.digest().to_le_bytes().to_vec();
+        probe.extend_from_slice(describe(&r.sig).as_bytes());
+        let waited: Vec<usize> = r.waiting_for().filter(|&pe| pe != self.rank).collect();
+        for pe in waited {
+            // A member that cannot be told is gone, which the wait finds.
+            let _ = self.send_owned(st, pe, env, probe.clone());
+        }
     }
 
     /// A message arrived for a call this PE had finished: the sender called
@@ -389,7 +524,10 @@ impl Engine {
                     }
                 });
                 match advanced {
-                    Ok(false) => r.deserted.and_then(|d| d.check()).map_or(Ok(false), Err),
+                    Ok(false) => {
+                        self.coll_probe(st, r);
+                        r.deserted.and_then(|d| d.check()).map_or(Ok(false), Err)
+                    }
                     done_or_failed => done_or_failed,
                 }
             }

@@ -1264,7 +1264,7 @@ impl Engine {
                 BodyRef::Bytes(b) => b,
                 BodyRef::Remote(_) => &[],
             };
-            if Self::coll_arrived(st, source, env, payload) {
+            if self.coll_arrived(st, source, env, payload) {
                 return Ok(());
             }
         }
