@@ -100,10 +100,13 @@ pub(crate) struct CollRun {
 }
 
 /// When a member waiting in a call probes the members it waits for
-/// ([`Engine::coll_probe`]): [`PROBE_AFTER`] after it entered the call,
-/// then every [`PROBE_PERIOD`].
+/// ([`Engine::coll_probe`]): [`PROBE_AFTER`] after it began to wait, then
+/// every [`PROBE_PERIOD`].
 pub(crate) struct Probe {
-    entered: Instant,
+    /// When it began to wait: read at the [`PROBE_CHECK`]-th advance that
+    /// did not complete the call, so that a call done sooner reads no
+    /// clock.
+    waiting: Option<Instant>,
     next: Duration,
     /// Advances that did not complete the call: the clock is read every
     /// [`PROBE_CHECK`] of them.
@@ -111,10 +114,10 @@ pub(crate) struct Probe {
 }
 
 impl Probe {
-    /// The probing of a call entered now.
+    /// The probing of a call just entered.
     pub(crate) fn new() -> Probe {
         Probe {
-            entered: Instant::now(),
+            waiting: None,
             next: PROBE_AFTER,
             idle: 0,
         }
@@ -464,10 +467,14 @@ impl Engine {
     fn coll_probe(&self, st: &mut State, r: &mut CollRun) {
         let p = &mut r.probe;
         p.idle = p.idle.wrapping_add(1);
-        if p.idle % PROBE_CHECK != 0 || p.entered.elapsed() < p.next {
+        if p.idle % PROBE_CHECK != 0 {
             return;
         }
-        p.next = p.entered.elapsed() + PROBE_PERIOD;
+        let waited = p.waiting.get_or_insert_with(Instant::now).elapsed();
+        if waited < p.next {
+            return;
+        }
+        p.next = waited + PROBE_PERIOD;
         let env = Envelope {
             class: Class::Collective,
             ctx: r.call.ctx(),
