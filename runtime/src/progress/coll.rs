@@ -60,6 +60,16 @@ impl CallId {
         u32::from(digest) << 16 | self.seq >> CTX_SEQ_BITS
     }
 
+    /// The envelope of a message for this call under `digest` (a notice's
+    /// or a probe's, whose tags name no schedule's message).
+    fn envelope(self, digest: u16) -> Envelope {
+        Envelope {
+            class: Class::Collective,
+            ctx: self.ctx(),
+            tag: self.tag(digest),
+        }
+    }
+
     /// The call a message belongs to, and the digest it carries.
     fn of(env: Envelope) -> (CallId, u16) {
         let seq = (env.tag & 0xffff) << CTX_SEQ_BITS | env.ctx & ((1 << CTX_SEQ_BITS) - 1);
@@ -200,6 +210,18 @@ impl CollState {
     fn fail(&mut self, call: CallId, text: String, told: bool) {
         if self.failure(call).is_none() && !self.abandoned.contains(&call) {
             self.failed.push(Failure { call, text, told });
+        }
+    }
+
+    /// Notes that `source` sent a message or probe under `digest` for
+    /// `call`, which this PE has not entered: entering checks the digests.
+    fn note_ahead(&mut self, call: CallId, digest: u16, source: usize) {
+        let a = self.ahead.entry(call).or_insert(Ahead {
+            first: (digest, source),
+            other: None,
+        });
+        if a.first.0 != digest && a.other.is_none() {
+            a.other = Some((digest, source));
         }
     }
 
@@ -385,13 +407,7 @@ impl Engine {
             return true;
         }
         let Some((_, sig)) = st.coll.active.iter().find(|(c, _)| *c == call) else {
-            let a = st.coll.ahead.entry(call).or_insert(Ahead {
-                first: (digest, source),
-                other: None,
-            });
-            if a.first.0 != digest && a.other.is_none() {
-                a.other = Some((digest, source));
-            }
+            st.coll.note_ahead(call, digest, source);
             return false;
         };
         {
@@ -432,11 +448,7 @@ impl Engine {
         }
         if let Some(&(_, mine)) = st.coll.left.iter().find(|(c, _)| *c == call) {
             if mine != digest {
-                let env = Envelope {
-                    class: Class::Collective,
-                    ctx: call.ctx(),
-                    tag: call.tag(RESERVED_DIGEST),
-                };
+                let env = call.envelope(RESERVED_DIGEST);
                 let text = format!(
                     "it had left this collective ({call}), called otherwise, when this PE \
                      waited for it"
@@ -452,13 +464,7 @@ impl Engine {
             return;
         }
         if !Self::finished(st, call) {
-            let a = st.coll.ahead.entry(call).or_insert(Ahead {
-                first: (digest, source),
-                other: None,
-            });
-            if a.first.0 != digest && a.other.is_none() {
-                a.other = Some((digest, source));
-            }
+            st.coll.note_ahead(call, digest, source);
         }
     }
 
@@ -475,11 +481,7 @@ impl Engine {
             return;
         }
         p.next = waited + PROBE_PERIOD;
-        let env = Envelope {
-            class: Class::Collective,
-            ctx: r.call.ctx(),
-            tag: r.call.tag(PROBE_DIGEST),
-        };
+        let env = r.call.envelope(PROBE_DIGEST);
         let mut probe = r.sig.digest().to_le_bytes().to_vec();
         probe.extend_from_slice(describe(&r.sig).as_bytes());
         let waited: Vec<usize> = r.waiting_for().filter(|&pe| pe != self.rank).collect();
@@ -586,11 +588,7 @@ impl Engine {
         if !st.coll.abandoned.contains(&call) {
             st.coll.abandon(call);
         }
-        let env = Envelope {
-            class: Class::Collective,
-            ctx: call.ctx(),
-            tag: call.tag(RESERVED_DIGEST),
-        };
+        let env = call.envelope(RESERVED_DIGEST);
         for (i, &pe) in members.iter().enumerate() {
             if i != me {
                 // A member that cannot be told is gone; its own failure
