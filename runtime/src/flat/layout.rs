@@ -11,8 +11,9 @@ use super::*;
 pub(crate) fn region_size(p: usize) -> usize {
     if p <= MAX_MEMBERS {
         let whole = data_sets(p) * p * slot_size(p);
-        let split = head_sets(p) * p * SMALL_HEAD + data_sets(p) * p * data_size(p);
-        (heads_at(p) + whole.max(split)).next_multiple_of(PAGE)
+        (wide_at(p) + WIDE_SETS * WIDE_SET)
+            .max(heads_at(p) + whole)
+            .next_multiple_of(PAGE)
     } else {
         0
     }
@@ -23,6 +24,15 @@ pub(crate) fn region_size(p: usize) -> usize {
 /// count words and its ledger ring ([`Region::settle`]).
 pub(super) fn heads_at(p: usize) -> usize {
     (p + 1) * LINE + MAX_HEAD_SETS * 8
+}
+
+/// Where a crowded region of `p` members keeps its owner's wide slots
+/// ([`Slots::wide`]): after every head and every slot's data. A region's
+/// pages are mapped shared and take memory only once written, so regions
+/// that are not crowded, whose whole slots may lie there, pay nothing for
+/// them.
+pub(super) fn wide_at(p: usize) -> usize {
+    heads_at(p) + head_sets(p) * p * SMALL_HEAD + data_sets(p) * p * data_size(p)
 }
 
 /// How many sets of slots' data a region of `p` members has: calls whose
@@ -118,6 +128,19 @@ impl Slots {
         } else {
             self.tail + (self.data_set(n) * self.p + sender) * self.data
         }
+    }
+
+    /// Where the block of call `n` is in its writer's wide slot, in the
+    /// writer's own region: after the line of the slot's progress word.
+    pub(super) fn wide_data_at(&self, n: u64) -> usize {
+        self.wide_at + (n as usize % WIDE_SETS) * WIDE_SET + LINE
+    }
+
+    /// The progress word of call `n`'s wide slot in the region of the heap
+    /// mapped at `heap`: how many bytes of the block its writer has written
+    /// there, in a line of its own before them.
+    pub(super) fn progress(&self, heap: usize, n: u64) -> &AtomicU64 {
+        self.word_in(heap, self.wide_data_at(n) - LINE)
     }
 
     /// Lines of a slot that a block of `bytes` bytes takes with the

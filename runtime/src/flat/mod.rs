@@ -24,11 +24,17 @@
 //! there are `K` = [`head_sets`] sets of heads, more than the `D` =
 //! [`data_sets`] sets of data (a call that writes data uses set `n mod D`
 //! of them), so that a member that only sends runs further ahead of the
-//! others in small calls.
+//! others in small calls. A crowded region also holds, after the slots'
+//! data, its owner's [`WIDE_SETS`] *wide slots* (call `n` uses set `n mod
+//! WIDE_SETS`): a broadcast whose block exceeds a slot, up to [`WIDE`], is
+//! written there once by its root, [`WIDE_PIECE`] bytes at a time, each
+//! piece announced by raising the slot's *progress* word, and the members
+//! copy the pieces out of the root's heap as they come ([`Carry::Wide`]).
 //!
 //! Call `n` on the flat path:
 //! 1. Wait until every member has entered call `n - K + 1`, or `n - D + 1`
-//!    if this call's blocks take the slots' data (its flag for that call,
+//!    if this call's blocks take the slots' data, or `n - WIDE_SETS + 1`
+//!    if a wide slot (its flag for that call,
 //!    its own slot's, its count word or its posted word says so, or a
 //!    later one this PE saw already): it no longer reads the slots this
 //!    call writes, last written for call `n - K` (or the data for a call
@@ -89,7 +95,8 @@
 //! written into another member's heap, `wait` how a member waits for the
 //! others, `ledger` how members check the calls they left without waiting
 //! for everyone, and `attached` the calls whose blocks members copy
-//! straight out of each other's buffers.
+//! straight out of each other's buffers, `wide` the broadcasts through
+//! their root's wide slot.
 
 use std::cell::RefCell;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
@@ -108,10 +115,11 @@ mod layout;
 mod ledger;
 mod stores;
 mod wait;
+mod wide;
 
 use layout::differ_text;
 pub(crate) use layout::region_size;
-use layout::{data_sets, data_size, head_sets, heads_at, slot_size, Stamp};
+use layout::{data_sets, data_size, head_sets, heads_at, slot_size, wide_at, Stamp};
 use ledger::GENERAL;
 use stores::{claim, claims, copy_forward};
 
@@ -144,17 +152,32 @@ const PARTS_LIMIT: usize = 1 << 20;
 /// once by cross-memory attach, and from there the second copy costs what
 /// the waits do...
 const CROWDED_PARTS_LIMIT: usize = 128 << 10;
-/// ...and of a broadcast, when the PEs outnumber the cores: the general
-/// path's tree waits for its inner members to be scheduled and forward the
-/// data, where the root writes every member's parts itself (0.61x the
-/// time at 128 KiB, 0.55x at 256 KiB, 15 rounds as above; a 512 KiB
-/// broadcast took 169 µs in parts, 158 µs whole)...
-const CROWDED_BROADCAST_LIMIT: usize = 256 << 10;
 /// ...and most bytes of the others' parts one member folds in such a call
-/// (at the root of a reduce, every member in an allreduce), or writes (the
-/// root of a broadcast): the general path's trees and rings move fewer
-/// through one member in larger teams.
+/// (at the root of a reduce, every member in an allreduce): the general
+/// path's trees and rings move fewer through one member in larger teams.
 const PARTS_THROUGH_ONE: usize = 3 << 20;
+/// Largest broadcast that its root writes into its wide slot when the PEs
+/// outnumber the cores and the block exceeds a slot ([`Slots::wide`]). The
+/// general path's tree waits for its inner members to be scheduled and
+/// forward the data; in parts, the first part waited for every member (so
+/// that they agree on how many numbers the call takes), and the root,
+/// which leaves the barrier before the call first, waited there for the
+/// others to be scheduled. At 4 PEs on 2 cores, alternated with parts in
+/// one run (medians of 8 runs, 6 from 512 KiB), timed as the OSU
+/// micro-benchmarks do, 64 KiB-1 MiB broadcasts took 0.48-0.69x the time
+/// (0.53-0.73x Open MPI's, where parts took 0.87-1.25x), and back to back
+/// 0.74-0.84x; 3 PEs, 128 KiB: 0.63x and 0.87x. Up to 256 KiB those were
+/// parts; from there the general path.
+const WIDE: usize = 1 << 20;
+/// Sets of wide slots: a root may run `WIDE_SETS - 1` wide broadcasts
+/// ahead of the slowest member. The region's memory is taken only where
+/// written, but a loop of 1 MiB broadcasts writes every set.
+const WIDE_SETS: usize = 4;
+/// Bytes of a wide slot: its progress word's line, then the block.
+const WIDE_SET: usize = LINE + WIDE;
+/// Bytes a broadcast's root writes into its wide slot between raisings of
+/// the slot's progress word: the members copy each piece as it is written.
+const WIDE_PIECE: usize = 16 << 10;
 /// Smallest block that the members of a broadcast, allgather or allreduce
 /// read from its writer's own slot when the PEs outnumber the cores
 /// ([`Slots::pulls`]). At 4 PEs on 2 cores, rounds alternated with the
@@ -309,6 +332,11 @@ pub(crate) enum Carry {
     /// heap, and the members copy it from there ([`Slots::pulls`]); the
     /// headers are pushed.
     Pulled,
+    /// A broadcast's root copies its block, larger than a slot, into its
+    /// wide slot in its own heap, raising the slot's progress word after
+    /// each piece, and the members copy each piece as it comes
+    /// ([`Slots::wide`]); the headers are pushed, before the block.
+    Wide,
     /// The members copy each other's blocks straight out of their buffers
     /// (cross-memory attach, [`Slots::attaches`]): part 0 passes the
     /// buffers' addresses and each member copies what it needs (an
@@ -357,9 +385,9 @@ impl Slots {
     /// first of several parts waits for every member, so that they all
     /// agree on the call, and so on how many numbers it takes, before any
     /// member takes a second (a call is in parts when its blocks exceed a
-    /// slot).
+    /// slot and it is not [`Slots::wide`]).
     fn waits(&self, sig: &Signature, part: usize, member: usize) -> Waits {
-        if part == 0 && sig.bytes > self.data {
+        if part == 0 && sig.bytes > self.data && !self.wide(sig) {
             Waits::Everyone
         } else {
             waits(sig, member)
@@ -379,6 +407,21 @@ impl Slots {
                 Waits::Root => sig.root == from,
                 Waits::Nobody => false,
             }
+    }
+
+    /// Whether a call of `sig` is a broadcast whose root writes its block
+    /// once into its wide slot, in its own heap, and the members copy it
+    /// from there piece by piece as the root raises the slot's progress
+    /// word ([`Carry::Wide`]): when crowded, a block larger than a slot,
+    /// up to [`WIDE`]. One call, one number: its root waits for nobody, as
+    /// in smaller broadcasts, where a call in parts waits for every member
+    /// in its first part.
+    #[inline(always)]
+    fn wide(&self, sig: &Signature) -> bool {
+        self.crowded
+            && sig.collective == Collective::Broadcast
+            && sig.bytes > self.data
+            && sig.bytes <= WIDE
     }
 
     /// Whether the members of a call of `sig` read blocks of `len` bytes
@@ -472,6 +515,8 @@ struct Slots {
     heads_at: usize,
     /// Where the slots' data begin, after every slot's head.
     tail: usize,
+    /// Where this region's wide slots begin ([`layout::wide_at`]).
+    wide_at: usize,
     /// Bytes of a slot's data ([`data_size`]).
     data: usize,
     /// Where every member's heap is mapped in this process (this PE's own
@@ -532,6 +577,7 @@ impl Region {
                 inline,
                 heads_at: heads_at(p),
                 tail: heads_at(p) + heads * p * head,
+                wide_at: wide_at(p),
                 data: data_size(p),
             },
             early: (0..heads).map(|_| AtomicU64::new(0)).collect(),
@@ -551,14 +597,15 @@ impl Region {
     /// [`CROWDED_ATTACH_BLOCK`], and when crowded an allreduce from
     /// [`ATTACH_VECTOR`], if the members may read each other's memory:
     /// [`Carry::Attached`]); in one part when its blocks fit a slot, pulled
-    /// when crowded from [`PULL_FROM`] ([`Carry::Pulled`]); a larger reduce, an allreduce unless the
-    /// PEs are `crowded` (more than the cores), and when they are a
-    /// broadcast, an allreduce, an allgather or an alltoall, in parts of
-    /// whole elements that do, each a call of its own number (an element's
-    /// result depends on that element alone; part `k` of an allgather or
-    /// alltoall is the same bytes of every block), up to [`PARTS_LIMIT`]
-    /// (or [`CROWDED_PARTS_LIMIT`], [`CROWDED_BROADCAST_LIMIT`]) and
-    /// [`PARTS_THROUGH_ONE`].
+    /// when crowded from [`PULL_FROM`] ([`Carry::Pulled`]); when crowded, a
+    /// larger broadcast up to [`WIDE`] in one part through its root's wide
+    /// slot ([`Carry::Wide`]); a larger reduce, an allreduce unless the
+    /// PEs are `crowded` (more than the cores), and when they are an
+    /// allreduce, an allgather or an alltoall, in parts of whole elements
+    /// that do, each a call of its own number (an element's result depends
+    /// on that element alone; part `k` of an allgather or alltoall is the
+    /// same bytes of every block), up to [`PARTS_LIMIT`] (or
+    /// [`CROWDED_PARTS_LIMIT`]) and [`PARTS_THROUGH_ONE`].
     ///
     /// An allgather's or alltoall's blocks are copied twice on the flat
     /// path (into the slot, out of it) against once by the general path's
@@ -580,7 +627,7 @@ impl Region {
     /// 256 KiB broadcast took 27 µs in parts, 22 µs whole). Crowded, the
     /// general path waits for members to be scheduled at every step: a
     /// 64 KiB broadcast took 19 µs in parts at 4 PEs on 2 cores, 42 µs
-    /// whole (see [`CROWDED_PARTS_LIMIT`] and [`CROWDED_BROADCAST_LIMIT`]).
+    /// whole (see [`CROWDED_PARTS_LIMIT`] and [`WIDE`]).
     pub(crate) fn parts(&self, sig: &Signature, crowded: bool) -> Option<Parts> {
         let s = &self.slots;
         let stamped =
@@ -614,6 +661,14 @@ impl Region {
     #[inline(never)]
     fn larger_parts(&self, sig: &Signature, crowded: bool) -> Option<Parts> {
         let s = &self.slots;
+        if s.wide(sig) {
+            return Some(Parts {
+                count: 1,
+                chunk: sig.bytes,
+                bytes: sig.bytes,
+                carry: Carry::Wide,
+            });
+        }
         if sig.bytes >= ATTACH_BLOCK && s.attaches(sig) {
             return Some(Parts {
                 count: if sig.collective == Collective::Allreduce {
@@ -642,7 +697,6 @@ impl Region {
         let limit = match sig.collective {
             Collective::Reduce => PARTS_LIMIT,
             Collective::Allreduce if !crowded => PARTS_LIMIT,
-            Collective::Broadcast if crowded => CROWDED_BROADCAST_LIMIT,
             Collective::Allreduce | Collective::Allgather | Collective::Alltoall if crowded => {
                 CROWDED_PARTS_LIMIT
             }
@@ -694,7 +748,7 @@ impl Region {
     /// Runs call `c` on the flat path, its blocks pushed ([`Carry::Pushed`]).
     #[inline(always)]
     pub(crate) fn run(&self, world: &World, c: Call<'_>) -> Result<Outcome> {
-        self.run_with(world, c, None, false)
+        self.run_with(world, c, None, false, false)
     }
 
     /// Runs part `c.part` of a call whose blocks travel as `carry` says,
@@ -711,12 +765,13 @@ impl Region {
     ) -> Result<Outcome> {
         let attach = (carry == Carry::Attached).then_some(failed);
         let pulled = carry == Carry::Pulled && self.slots.pulls(c.sig, c.bytes);
-        self.run_with(world, c, attach, pulled)
+        self.run_with(world, c, attach, pulled, carry == Carry::Wide)
     }
 
-    /// Runs call `c`, with `attach` for the parts of an attached call, and
+    /// Runs call `c`, with `attach` for the parts of an attached call,
     /// `pulled` if its members read its blocks from their writers' own
-    /// slots ([`Region::run_carried`]). Pushed calls pass `None` and
+    /// slots and `wide` if from its root's wide slot
+    /// ([`Region::run_carried`]). Pushed calls pass `None` and
     /// `false` as constants, so that their inlined copy has no branch for
     /// them: 2-PE 8 B allreduces took 1.07-1.09x the time with attached
     /// calls in the same inlined copy, 8 B broadcasts 1.15x with pulled
@@ -730,15 +785,19 @@ impl Region {
         c: Call<'_>,
         attach: Option<&mut Option<Cause>>,
         pulled: bool,
+        wide: bool,
     ) -> Result<Outcome> {
         let s = &self.slots;
         let (p, me, n) = (s.p, s.me, c.n);
         // The oldest call whose slots may still be read: every member has
         // entered it once step 1 is done, and it is checked then at the
-        // latest. A call whose blocks take the slots' data waits for a
-        // later one, as there are fewer sets of data than of heads.
+        // latest. A call whose blocks take the slots' data or a wide slot
+        // waits for a later one, as there are fewer sets of those than of
+        // heads.
         let oldest = n.saturating_sub(s.sets as u64 - 1);
-        let ahead = if c.bytes > s.inline {
+        let ahead = if wide {
+            WIDE_SETS.min(s.sets)
+        } else if c.bytes > s.inline {
             s.data_sets
         } else {
             s.sets
@@ -755,8 +814,15 @@ impl Region {
                 }
             }
         }
-        let mut late = self.review(oldest..oldest + 1);
         let sig = c.sig;
+        let writes_wide = wide && me == sig.root;
+        if writes_wide {
+            // Nobody reads this wide slot's older call any more (step 1);
+            // the members read the word only once they see the flags raised
+            // below.
+            s.progress(s.heap, n).store(0, Ordering::Relaxed);
+        }
+        let mut late = self.review(oldest..oldest + 1);
         let stamp = Stamp::new(sig, c.part);
         // This PE's own slot keeps its header, for the checks of `review`
         // and for the members it does not write its slot to.
@@ -794,7 +860,7 @@ impl Region {
         for j in (0..p).filter(|&j| j != me && s.pushes(sig, c.part, me, j)) {
             let block = match &word {
                 Some(w) => &w[..],
-                None if pulled => &[],
+                None if pulled || wide => &[],
                 None => outgoing(sig, c.piece(), me, j, c.input, c.output).unwrap_or(&[]),
             };
             self.push(j, n, &stamp, block);
@@ -806,6 +872,9 @@ impl Region {
                     claim(s.peers[j] + rest + i * LINE);
                 }
             }
+        }
+        if writes_wide {
+            self.write_wide(n, &c.output[c.piece()(0)]);
         }
         // A waiter fetches the data lines of a small slot with the flag's,
         // if the block does not end in the header's line.
@@ -852,7 +921,7 @@ impl Region {
                 // KiB broadcasts took 0.92-0.94x the time so (alternated with
                 // the build before, medians of 10), back to back 0.96-1.03x;
                 // never fetching it, back to back took 1.43x.
-                if !waited || s.crowded {
+                if (!waited || s.crowded) && !wide {
                     s.prefetch(n + 1, root, c.bytes, 0);
                 }
             }
@@ -916,6 +985,7 @@ impl Region {
         match attach {
             Some(failed) => self.attached(world, c, failed),
             None if role == Waits::Nobody && sig.collective != Collective::Scatter => {}
+            None if wide => self.read_wide(world, c)?,
             None if pulled => self.compute::<true>(c),
             None => self.compute::<false>(c),
         }

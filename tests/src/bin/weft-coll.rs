@@ -459,6 +459,20 @@ fn mismatch_count(world: &World) -> Check {
     let mut d = vec![1u64; count];
     let calls = [t.reduce(0, &mut d, ReduceOp::Sum), t.barrier()];
     report("reduce of two counts", &calls, || false)?;
+    // A broadcast's root leaves without waiting for anyone, whether its
+    // block fits a slot or not (one part: a crowded root writes a larger
+    // one once, where the others copy it): a member that disagrees fails
+    // it, the others at the latest in the barrier after it, and every
+    // member counts it as one call.
+    for (mine, last) in [(8_000, 12_000), (3, 12_000), (12_000, 3)] {
+        let count = if me == n - 1 { last } else { mine };
+        let mut d = vec![1u64; count];
+        let calls = [t.broadcast(0, &mut d), t.barrier()];
+        report(&format!("broadcast of {mine} and {last}"), &calls, || false)?;
+        let mut d = [1u64];
+        w(t.allreduce(&mut d, ReduceOp::Sum))?;
+        ensure(d[0] == n as u64, || format!("allreduce after: {}", d[0]))?;
+    }
     // So do allgather and alltoall when the PEs outnumber the cores.
     let block = vec![1u64; count];
     let mut out = vec![0u64; n * count];
@@ -472,25 +486,12 @@ fn mismatch_count(world: &World) -> Check {
 
 /// PE 0 starts a non-blocking allreduce or allgather where the others
 /// call the blocking one: the call matches and is right everywhere, whole
-/// or in parts on the world team's flat path. So do a reduce whose root, and a
-/// broadcast whose last PE, starts it non-blocking, where the flat path
-/// runs them in parts: its members agree on the call first.
+/// or in parts on the world team's flat path. So does a reduce whose root
+/// starts it non-blocking, where the flat path runs it in parts: its
+/// members agree on the call first.
 fn mixed(world: &World) -> Check {
     let (me, n) = (world.rank(), world.size());
     let t = world.team();
-    let mut d = if me == 0 {
-        data(8, 0, 20_000)
-    } else {
-        vec![0; 20_000]
-    };
-    if me == n - 1 {
-        w(world.scope(|s| s.ibroadcast(&t, 0, &mut d)?.wait().map(drop)))?;
-    } else {
-        w(t.broadcast(0, &mut d))?;
-    }
-    ensure(d == data(8, 0, 20_000), || {
-        "mixed broadcast of 20000".to_string()
-    })?;
     let mut d = data(9, me, 20_000);
     if me == 0 {
         w(world.scope(|s| s.ireduce(&t, 0, &mut d, ReduceOp::Sum)?.wait().map(drop)))?;
@@ -523,11 +524,12 @@ fn mixed(world: &World) -> Check {
     Ok(())
 }
 
-/// A broadcast that the last PE starts non-blocking, then a reduce that
-/// the root starts non-blocking, then one that the last PE does, where the
-/// others call them blocking. On the flat path the members that only send
-/// leave such a call at once, so it fails on every PE, at the latest in
-/// the barrier after it, instead of hanging (the last reduce at 2 PEs
+/// A broadcast that the last PE starts non-blocking (small, then larger
+/// than the world team's flat path's slots), then a reduce that the root
+/// starts non-blocking, then one that the last PE does, where the others
+/// call them blocking. On the flat path the members that only send leave
+/// such a call at once, so it fails on every PE, at the latest in the
+/// barrier after it, instead of hanging (the last reduce at 2 PEs
 /// matches: the root waits for the other PE and meets it on the general
 /// path; with more, the PE that took it non-blocking may be done before
 /// it notices); on the general path it matches. Either way the team works
@@ -535,16 +537,20 @@ fn mixed(world: &World) -> Check {
 fn mixed_rooted(world: &World) -> Check {
     let (me, n) = (world.rank(), world.size());
     let t = world.team();
-    let mut d = [me as u64 + 1; 2];
-    let calls = [
-        if me == n - 1 {
-            world.scope(|s| s.ibroadcast(&t, 0, &mut d)?.wait().map(drop))
-        } else {
-            t.broadcast(0, &mut d)
-        },
-        t.barrier(),
-    ];
-    report("mixed broadcast", &calls, || d == [1, 1])?;
+    for count in [2, 20_000] {
+        let mut d = vec![me as u64 + 1; count];
+        let calls = [
+            if me == n - 1 {
+                world.scope(|s| s.ibroadcast(&t, 0, &mut d)?.wait().map(drop))
+            } else {
+                t.broadcast(0, &mut d)
+            },
+            t.barrier(),
+        ];
+        report(&format!("mixed broadcast of {count}"), &calls, || {
+            d.iter().all(|&x| x == 1)
+        })?;
+    }
     let mut d = [1u64; 2];
     let calls = [
         if me == 0 {
