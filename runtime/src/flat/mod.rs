@@ -177,7 +177,10 @@ const WIDE_SETS: usize = 4;
 const WIDE_SET: usize = LINE + WIDE;
 /// Bytes a broadcast's root writes into its wide slot between raisings of
 /// the slot's progress word: the members copy each piece as it is written.
-const WIDE_PIECE: usize = 16 << 10;
+/// Against 16 KiB pieces, at 4 PEs on 2 cores (medians of 6-8 runs, OSU's
+/// way), 128-256 KiB broadcasts took 0.78-0.81x the time, 64 KiB and 1
+/// MiB as long; back to back alike.
+const WIDE_PIECE: usize = 8 << 10;
 /// Smallest block that the members of a broadcast, allgather or allreduce
 /// read from its writer's own slot when the PEs outnumber the cores
 /// ([`Slots::pulls`]). At 4 PEs on 2 cores, rounds alternated with the
