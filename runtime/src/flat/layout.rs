@@ -27,10 +27,11 @@ pub(super) fn heads_at(p: usize) -> usize {
 }
 
 /// Where a crowded region of `p` members keeps its owner's wide slots
-/// ([`Slots::wide`]): after every head and every slot's data. A region's
-/// pages are mapped shared and take memory only once written, so regions
-/// that are not crowded, whose whole slots may lie there, pay nothing for
-/// them.
+/// ([`Slots::wide`]): after every head and every slot's data. The region's
+/// size is fixed before the PEs know whether they are crowded, so every
+/// region has room for them: 4 MiB more per PE, next to a symmetric heap
+/// of 128 MiB by default (the heap's memory is reserved when the job
+/// starts).
 pub(super) fn wide_at(p: usize) -> usize {
     heads_at(p) + head_sets(p) * p * SMALL_HEAD + data_sets(p) * p * data_size(p)
 }

@@ -170,8 +170,7 @@ const PARTS_THROUGH_ONE: usize = 3 << 20;
 /// parts; from there the general path.
 const WIDE: usize = 1 << 20;
 /// Sets of wide slots: a root may run `WIDE_SETS - 1` wide broadcasts
-/// ahead of the slowest member. The region's memory is taken only where
-/// written, but a loop of 1 MiB broadcasts writes every set.
+/// ahead of the slowest member.
 const WIDE_SETS: usize = 4;
 /// Bytes of a wide slot: its progress word's line, then the block.
 const WIDE_SET: usize = LINE + WIDE;

@@ -39,7 +39,8 @@ impl Region {
         let (root, n) = (c.sig.root, c.n);
         let from = s.peers[root] + s.wide_data_at(n);
         let progress = s.progress(s.peers[root], n);
-        let out = &mut c.output[c.at..c.at + c.bytes];
+        let range = c.piece()(0);
+        let out = &mut c.output[range];
         let mut done = 0;
         while done < out.len() {
             let mut ready = progress.load(Ordering::Acquire) as usize;
