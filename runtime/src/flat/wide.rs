@@ -12,7 +12,10 @@ impl Region {
     /// are written already, and its progress word reset.
     pub(super) fn write_wide(&self, n: u64, block: &[u8]) {
         let s = &self.slots;
-        debug_assert!(block.len() <= WIDE);
+        assert!(
+            block.len() <= WIDE,
+            "a wide broadcast's block exceeds its slot"
+        );
         let at = s.heap + s.wide_data_at(n);
         let progress = s.progress(s.heap, n);
         for (k, piece) in block.chunks(WIDE_PIECE).enumerate() {
