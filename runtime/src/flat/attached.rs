@@ -1,29 +1,37 @@
 //! Attached calls ([`super::Carry::Attached`]): members copy each other's
-//! blocks straight out of their buffers by cross-memory attach.
+//! blocks straight between their buffers by cross-memory attach, and the
+//! pair words that say who copies which block.
 
 use super::*;
 
 impl Region {
     /// Part `c.part` of an attached call ([`Carry::Attached`]): this PE
-    /// copies what it needs straight out of the others' buffers, whose
-    /// addresses they wrote into their slots in part 0, and from part 1 on
-    /// learns from their slots whether every member's copies went well
-    /// (what went wrong goes into `failed`, after which nobody reads more).
-    /// An allgather or alltoall copies its own block, then reads the others'
-    /// in part 0, starting with the next member (so that the members do not
-    /// all read from the same one first). An allreduce folds its chunk of
-    /// the vector ([`Slots::chunk`]) from every member's in part 0, into its
-    /// own vector, and reads the others' folded chunks in part 1.
-    pub(super) fn attached(&self, world: &World, c: Call<'_>, failed: &mut Option<Cause>) {
+    /// copies blocks straight between the members' buffers, whose
+    /// addresses they wrote into their slots in part 0 (what went wrong
+    /// goes into `failed`, after which this PE copies no more).
+    ///
+    /// An allgather or alltoall is one part ([`Region::exchange`]). An
+    /// allreduce folds this PE's chunk of the vector ([`Slots::chunk`])
+    /// from every member's in part 0, into its own vector, reads the
+    /// others' folded chunks in part 1, and learns from their slots from
+    /// part 1 on whether every member's copies went well.
+    pub(super) fn attached(
+        &self,
+        world: &World,
+        c: Call<'_>,
+        failed: &mut Option<Cause>,
+    ) -> Result<()> {
         let (p, me, n) = (self.slots.p, self.slots.me, c.n);
-        // The word member `j` wrote into its slot in part `k` of this call.
+        if matches!(
+            c.sig.collective,
+            Collective::Allgather | Collective::Alltoall
+        ) {
+            return self.exchange(world, c, failed);
+        }
+        // The first word member `j` wrote into its slot in part `k` of
+        // this call.
         let first = n - c.part as u64;
-        let word = |k: usize, j: usize| {
-            let w = self
-                .slots
-                .data_in(self.slots.heap, first + k as u64, j, ATTACHED_WORD);
-            u64::from_ne_bytes(std::array::from_fn(|i| w[i]))
-        };
+        let word = |k: usize, j: usize| self.address(first + k as u64, j)[0];
         if c.part > 0 {
             let bad: Vec<usize> = (0..p)
                 .filter(|&j| j != me && word(c.part, j) != 0)
@@ -33,73 +41,54 @@ impl Region {
                     peer: first,
                     op: c.op,
                     status: format!(
-                        "PEs {bad:?} could not read the other members' blocks from their memory \
-                         (cross-memory attach)"
+                        "PEs {bad:?} could not read the other members' vectors from their \
+                         memory (cross-memory attach)"
                     ),
                 }));
             }
         }
         if failed.is_some() {
-            return;
+            return Ok(());
         }
-        // Reads `out.len()` bytes from `at` bytes into member `j`'s buffer.
+        // Reads `out.len()` bytes from `at` bytes into member `j`'s vector.
         let read = |j: usize, at: usize, out: &mut [u8]| -> Result<(), Cause> {
-            let lane = world
-                .engine()
-                .lane(j)
-                .ok_or(Cause::BadPe { pe: j, size: p })?;
-            Ok(lane.read_remote(j, word(0, j) + at as u64, 0, out)?)
+            Ok(self
+                .lane(world, j)?
+                .read_remote(j, word(0, j) + at as u64, 0, out)?)
         };
-        let b = c.sig.bytes;
-        let result = match (c.sig.collective, c.part) {
-            (Collective::Allgather | Collective::Alltoall, 0) => {
-                let block = |k: usize| k * b..(k + 1) * b;
-                // This PE's block in its input, and where every member
-                // keeps the block for this PE in its own.
-                let (own, theirs) = match c.sig.collective {
-                    Collective::Alltoall => (me, me * b),
-                    _ => (0, 0),
-                };
-                weft_copy::copy(&mut c.output[block(me)], &c.input[block(own)]);
-                (1..p)
-                    .map(|k| (me + k) % p)
-                    .try_for_each(|j| read(j, theirs, &mut c.output[block(j)]))
-            }
-            (Collective::Allreduce, 0) => match c.combiner {
-                Some(comb) => {
-                    let chunk = self.slots.chunk(c.sig, me);
-                    let len = chunk.len();
-                    let (words, mut kept) = (len.div_ceil(8), PREFIX.take());
-                    kept.resize(kept.len().max(2 * words), 0);
-                    let (theirs, before) = kept[..2 * words].split_at_mut(words);
-                    let theirs = &mut bytemuck::cast_slice_mut::<u64, u8>(theirs)[..len];
-                    let before = &mut bytemuck::cast_slice_mut::<u64, u8>(before)[..len];
-                    let out = &mut c.output[chunk.clone()];
-                    // Members folded left to right, as `Region::compute`
-                    // does: those before this one into `before`, which
-                    // goes left of this PE's operand, then those after.
-                    let mut fold = || {
-                        if me > 0 {
-                            read(0, chunk.start, before)?;
-                            for j in 1..me {
-                                read(j, chunk.start, theirs)?;
-                                comb.combine(before, theirs, false);
-                            }
-                            comb.combine(out, before, true);
-                        }
-                        for j in me + 1..p {
+        let result = match (c.part, c.combiner) {
+            (0, Some(comb)) => {
+                let chunk = self.slots.chunk(c.sig, me);
+                let len = chunk.len();
+                let (words, mut kept) = (len.div_ceil(8), PREFIX.take());
+                kept.resize(kept.len().max(2 * words), 0);
+                let (theirs, before) = kept[..2 * words].split_at_mut(words);
+                let theirs = &mut bytemuck::cast_slice_mut::<u64, u8>(theirs)[..len];
+                let before = &mut bytemuck::cast_slice_mut::<u64, u8>(before)[..len];
+                let out = &mut c.output[chunk.clone()];
+                // Members folded left to right, as `Region::compute`
+                // does: those before this one into `before`, which
+                // goes left of this PE's operand, then those after.
+                let mut fold = || {
+                    if me > 0 {
+                        read(0, chunk.start, before)?;
+                        for j in 1..me {
                             read(j, chunk.start, theirs)?;
-                            comb.combine(out, theirs, false);
+                            comb.combine(before, theirs, false);
                         }
-                        Ok(())
-                    };
-                    let folded = fold();
-                    PREFIX.set(kept);
-                    folded
-                }
-                None => Ok(()),
-            },
-            (Collective::Allreduce, 1) => (1..p).map(|k| (me + k) % p).try_for_each(|j| {
+                        comb.combine(out, before, true);
+                    }
+                    for j in me + 1..p {
+                        read(j, chunk.start, theirs)?;
+                        comb.combine(out, theirs, false);
+                    }
+                    Ok(())
+                };
+                let folded = fold();
+                PREFIX.set(kept);
+                folded
+            }
+            (1, _) => (1..p).map(|k| (me + k) % p).try_for_each(|j| {
                 let chunk = self.slots.chunk(c.sig, j);
                 read(j, chunk.start, &mut c.output[chunk])
             }),
@@ -108,6 +97,157 @@ impl Region {
         if let Err(e) = result {
             failed.get_or_insert(e);
         }
+        Ok(())
+    }
+
+    /// An attached allgather or alltoall, once every member has written
+    /// the addresses of its input and output into its slot of call `c.n`:
+    /// this PE takes the copies of the others' blocks into its output that
+    /// nobody took yet, copies its own block, reads the blocks it took
+    /// (from the next member on, so that the members do not all read from
+    /// the same one first), then, for blocks from [`WRITE_FROM`], takes the
+    /// copies of its blocks into the others' outputs that they have not
+    /// taken and writes them; it then waits until every copy into or out
+    /// of its buffers is done, by whichever member took it. When crowded,
+    /// the members that run so do the copies of those not scheduled yet,
+    /// and each leaves once its own buffers are done with. A copy that
+    /// failed fails the call on both members of its pair (`failed`), and
+    /// every later call of theirs that would take it ([`Pair`]).
+    fn exchange(&self, world: &World, c: Call<'_>, failed: &mut Option<Cause>) -> Result<()> {
+        let s = &self.slots;
+        let (p, me, n, b) = (s.p, s.me, c.n, c.sig.bytes);
+        let block = |k: usize| k * b..(k + 1) * b;
+        // Where the block for member `to` is in a member's input.
+        let source = |to: usize| match c.sig.collective {
+            Collective::Alltoall => block(to),
+            _ => block(0),
+        };
+        let others = || (1..p).map(|k| (me + k) % p);
+        // The copies into this PE's output are taken before it copies its
+        // own block: a member that ran ahead would otherwise take them too,
+        // and copy both ways while this one copied nothing.
+        let taken = others()
+            .filter(|&j| Pair::take(s.pair(s.heap, j), n))
+            .fold(0u64, |mask, j| mask | 1 << j);
+        weft_copy::copy(&mut c.output[block(me)], &c.input[source(me)]);
+        for j in others().filter(|&j| taken & 1 << j != 0) {
+            let pair = s.pair(s.heap, j);
+            let at = self.address(n, j)[0] + source(me).start as u64;
+            let copied = self
+                .lane(world, j)
+                .and_then(|l| Ok(l.read_remote(j, at, 0, &mut c.output[block(j)])?));
+            Pair::finish(pair, n, &copied);
+            if let Err(e) = copied {
+                failed.get_or_insert(e);
+            }
+        }
+        for j in others().filter(|_| b >= WRITE_FROM) {
+            if failed.is_some() {
+                break;
+            }
+            let pair = s.pair(s.peers[j], me);
+            if Pair::take(pair, n) {
+                let at = self.address(n, j)[1] + block(me).start as u64;
+                let copied = self
+                    .lane(world, j)
+                    .and_then(|l| Ok(l.write_remote(j, at, &c.input[source(j)])?));
+                Pair::finish(pair, n, &copied);
+                if let Err(e) = copied {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        let done = |j: usize| {
+            Pair::settled(s.pair(s.heap, j), n) && Pair::settled(s.pair(s.peers[j], me), n)
+        };
+        self.wait(world, c.op, None, true, |j, _| done(j))?;
+        let broken: Vec<usize> = others()
+            .filter(|&j| Pair::failed(s.pair(s.heap, j)) || Pair::failed(s.pair(s.peers[j], me)))
+            .collect();
+        if let (None, Some(&first)) = (&failed, broken.first()) {
+            *failed = Some(Cause::Transport(TransportError::Completion {
+                peer: first,
+                op: c.op,
+                status: format!(
+                    "copying blocks between this PE and PEs {broken:?} by cross-memory attach \
+                     failed (in this call or an earlier one)"
+                ),
+            }));
+        }
+        Ok(())
+    }
+
+    /// The transport to member `j`, which copies between its buffers and
+    /// this PE's.
+    fn lane<'w>(
+        &self,
+        world: &'w World,
+        j: usize,
+    ) -> Result<&'w dyn weft_transport::Transport, Cause> {
+        world.engine().lane(j).ok_or(Cause::BadPe {
+            pe: j,
+            size: self.slots.p,
+        })
+    }
+
+    /// The two words member `j` wrote into its slot of call `n` of an
+    /// attached call: the addresses of its input and output in its
+    /// process (part 0), or whether its copies failed (later parts).
+    fn address(&self, n: u64, j: usize) -> [u64; 2] {
+        let w = self.slots.data_in(self.slots.heap, n, j, ATTACHED_BLOCK);
+        bytemuck::pod_read_unaligned(w)
+    }
+}
+
+/// The word of one pair of members in an attached allgather or alltoall
+/// ([`Slots::pair`]): the copy of one member's block into the other's
+/// output, which either of them does, whichever takes it first. It holds
+/// 4 x (the call's number + 1) plus the copy's state in that call: taken
+/// (1), done (2) or failed (3). Only the pair's two members write it, and
+/// each, before leaving a call, waits until it is done or failed there,
+/// so in a later call it is taken afresh, unless it failed: a failed copy
+/// stays failed, so that the member that did not copy learns of it
+/// however late it looks, and every later call of the pair fails too
+/// (cross-memory attach fails for good, as when a process may no longer
+/// read another's memory).
+pub(super) struct Pair;
+
+impl Pair {
+    const TAKEN: u64 = 1;
+    const DONE: u64 = 2;
+    const FAILED: u64 = 3;
+
+    /// Takes the copy of `word`'s pair in call `n` for this PE, if neither
+    /// member has taken it there yet and it never failed.
+    fn take(word: &AtomicU64, n: u64) -> bool {
+        let now = 4 * (n + 1) + Pair::TAKEN;
+        let was = word.load(Ordering::Relaxed);
+        was < now
+            && was & 3 != Pair::FAILED
+            && word
+                .compare_exchange(was, now, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Says that the copy this PE took in call `n` is done, or failed.
+    fn finish<T>(word: &AtomicU64, n: u64, copied: &Result<T, Cause>) {
+        let state = if copied.is_ok() {
+            Pair::DONE
+        } else {
+            Pair::FAILED
+        };
+        word.store(4 * (n + 1) + state, Ordering::Release);
+    }
+
+    /// Whether the copy of `word`'s pair in call `n` is done or failed.
+    fn settled(word: &AtomicU64, n: u64) -> bool {
+        let w = word.load(Ordering::Acquire);
+        w >= 4 * (n + 1) + Pair::DONE || w & 3 == Pair::FAILED
+    }
+
+    /// Whether the copy of `word`'s pair failed, in this call or before.
+    fn failed(word: &AtomicU64) -> bool {
+        word.load(Ordering::Acquire) & 3 == Pair::FAILED
     }
 }
 
@@ -134,5 +274,32 @@ impl Slots {
         let elems = sig.bytes / elem;
         let at = |k: usize| k * elems / self.p * elem;
         at(member)..at(member + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pair_is_copied_once_a_call_and_stays_failed() {
+        let word = AtomicU64::new(0);
+        let (ok, bad): (Result<(), Cause>, Result<(), Cause>) = (Ok(()), Err(Cause::Finalized));
+        for n in [0, 1, 5] {
+            assert!(Pair::take(&word, n), "call {n}: the first taker copies");
+            assert!(!Pair::take(&word, n), "call {n}: the other member does not");
+            assert!(!Pair::settled(&word, n));
+            Pair::finish(&word, n, &ok);
+            assert!(Pair::settled(&word, n) && !Pair::failed(&word));
+            assert!(!Pair::take(&word, n), "call {n} is done");
+        }
+        // A later call taken before this member looked: n's copy was done.
+        assert!(Pair::take(&word, 6));
+        assert!(Pair::settled(&word, 5) && !Pair::settled(&word, 6));
+        Pair::finish(&word, 6, &bad);
+        for n in [6, 7, 9] {
+            assert!(!Pair::take(&word, n), "a failed pair is not taken again");
+            assert!(Pair::settled(&word, n) && Pair::failed(&word));
+        }
     }
 }

@@ -19,11 +19,18 @@ pub(crate) fn region_size(p: usize) -> usize {
     }
 }
 
-/// Where the slots begin in a region of `p` members: after a line of
+/// Where the pair words of a region of `p` members begin: after a line of
 /// posted words per member, the line of the region's owner's ledger and
-/// count words and its ledger ring ([`Region::settle`]).
-pub(super) fn heads_at(p: usize) -> usize {
+/// count words and its ledger ring ([`Region::settle`]). One word per
+/// member, of the copy of its block into the owner's output in the
+/// attached allgathers and alltoalls ([`Slots::pair`]).
+pub(super) fn pairs_at(p: usize) -> usize {
     (p + 1) * LINE + MAX_HEAD_SETS * 8
+}
+
+/// Where the slots begin in a region of `p` members: after its pair words.
+pub(super) fn heads_at(p: usize) -> usize {
+    pairs_at(p) + (p * 8).next_multiple_of(LINE)
 }
 
 /// Where a crowded region of `p` members keeps its owner's wide slots
@@ -100,6 +107,14 @@ impl Slots {
     /// one word per set of slots' heads, after the ledger word's line.
     pub(super) fn ring_at(&self, n: u64) -> usize {
         (self.p + 1) * LINE + self.set(n) * 8
+    }
+
+    /// The word, in the region of the heap mapped at `heap` (member
+    /// `to`'s), of the copy of member `from`'s block into `to`'s output in
+    /// an attached allgather or alltoall ([`Region::attached`]): which
+    /// call last took it, and how far it got ([`attached::Pair`]).
+    pub(super) fn pair(&self, heap: usize, from: usize) -> &AtomicU64 {
+        self.word_in(heap, pairs_at(self.p) + from * 8)
     }
 
     /// The set of slots of call `n`.

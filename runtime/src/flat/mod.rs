@@ -190,13 +190,24 @@ const PULL_FROM: usize = 4 << 10;
 /// Smallest block of an allgather or alltoall that members copy from
 /// each other's buffers (cross-memory attach) instead of through the
 /// slots or the general path ([`Slots::attaches`]): one copy instead of
-/// two, but a second wait for every member. On an Intel Xeon, alternated
+/// two, but a wait for the copies out of each member's buffers (a second
+/// wait for every member, when these were measured). On an Intel Xeon, alternated
 /// with the slots (medians of 6), 2 PEs took 0.81-0.91x the time at
 /// 32-128 KiB, but a 16 KiB allgather 1.13x...
 const ATTACH_BLOCK: usize = 32 << 10;
 /// ...and when the PEs outnumber the cores: at 4 PEs on 2 cores 64-128
 /// KiB took 0.54-0.71x the time, 16 KiB 1.3-1.7x and 32 KiB 1.04-1.07x.
 const CROWDED_ATTACH_BLOCK: usize = 64 << 10;
+/// Smallest block of an attached allgather or alltoall that a member
+/// writes into another's output when that member has not taken the copy
+/// yet ([`Region::attached`]); smaller blocks are only read by the member
+/// that needs them. At 4 PEs on 2 cores, alternated with reading only
+/// (medians of 5-6 runs): 256 KiB-1 MiB blocks took 0.82-0.91x the time
+/// timed OSU's way and 0.86-0.96x back to back, but 64-128 KiB blocks,
+/// whose buffers all fit the cores' caches, 1.11-1.18x back to back (a
+/// block written into a member that runs on the other core is then read
+/// from there).
+const WRITE_FROM: usize = 256 << 10;
 /// Smallest vector of an allreduce that is attached, when the PEs
 /// outnumber the cores (3 numbers: the vectors' addresses, then each
 /// member's chunk folded, then whether the reads went well): at 4 PEs on
@@ -205,9 +216,11 @@ const CROWDED_ATTACH_BLOCK: usize = 64 << 10;
 /// 128 KiB 0.98x. Not crowded, the parts win (2 PEs: attached 1.5-2.3x
 /// their time at 64 KiB-1 MiB).
 const ATTACH_VECTOR: usize = 128 << 10;
-/// An attached call's block in every part: one word, the address of the
-/// writer's buffer (part 0) or whether its copies failed (later parts).
-const ATTACHED_WORD: usize = std::mem::size_of::<u64>();
+/// An attached call's block in every part: two words, the addresses in
+/// the writer's process of its input and its output (part 0; an
+/// allreduce's vector twice), or whether its copies failed and a zero (the
+/// later parts of an allreduce).
+const ATTACHED_BLOCK: usize = 2 * std::mem::size_of::<u64>();
 const LINE: usize = 64;
 const PAGE: usize = 4096;
 /// Where a slot's call word is: the number of the call it holds, written
@@ -339,21 +352,23 @@ pub(crate) enum Carry {
     /// each piece, and the members copy each piece as it comes
     /// ([`Slots::wide`]); the headers are pushed, before the block.
     Wide,
-    /// The members copy each other's blocks straight out of their buffers
-    /// (cross-memory attach, [`Slots::attaches`]): part 0 passes the
-    /// buffers' addresses and each member copies what it needs (an
-    /// allreduce folds its chunk, and reads the others' folded chunks in
-    /// part 1); the last part says whether every copy went well. Every
-    /// part waits for every member.
+    /// The members copy each other's blocks straight between their
+    /// buffers (cross-memory attach, [`Slots::attaches`]); part 0 passes
+    /// the buffers' addresses. An allgather or alltoall is that one part:
+    /// each block goes from its writer's input to a member's output once,
+    /// copied by whichever of the two takes it first ([`attached::Pair`]). An
+    /// allreduce folds each member's chunk in part 0, reads the others'
+    /// folded chunks in part 1, and its last part says whether every copy
+    /// went well. Every part waits for every member.
     Attached,
 }
 
 impl Parts {
-    /// Where part `k` is in the call's vector (a word, for both parts of
-    /// an attached call).
+    /// Where part `k` is in the call's vector (two words, for every part
+    /// of an attached call).
     pub(crate) fn range(&self, k: usize) -> std::ops::Range<usize> {
         if self.carry == Carry::Attached {
-            return 0..ATTACHED_WORD;
+            return 0..ATTACHED_BLOCK;
         }
         let start = k * self.chunk;
         start..(start + self.chunk).min(self.bytes)
@@ -676,7 +691,7 @@ impl Region {
                 count: if sig.collective == Collective::Allreduce {
                     3
                 } else {
-                    2
+                    1
                 },
                 chunk: 0,
                 bytes: sig.bytes,
@@ -834,16 +849,17 @@ impl Region {
             s.word(at).store(n + 1, Ordering::Release);
         }
         let role = s.waits(sig, c.part, me);
-        // An attached call's block is a word: the address in this PE's
-        // process of its input, or of its vector (an allreduce's, in place
-        // in the output), in part 0; whether a copy failed in later parts.
+        // An attached call's block is two words: the addresses in this
+        // PE's process of its input and output (an allreduce's vector, in
+        // place in the output, twice) in part 0; whether a copy failed in
+        // an allreduce's later parts.
         let word = attach.as_ref().map(|failed| {
             let w = match (c.part, sig.collective) {
-                (0, Collective::Allreduce) => c.output.as_ptr() as u64,
-                (0, _) => c.input.as_ptr() as u64,
-                _ => u64::from(failed.is_some()),
+                (0, Collective::Allreduce) => [c.output.as_ptr() as u64; 2],
+                (0, _) => [c.input.as_ptr() as u64, c.output.as_ptr() as u64],
+                _ => [u64::from(failed.is_some()), 0],
             };
-            w.to_ne_bytes()
+            bytemuck::cast::<[u64; 2], [u8; ATTACHED_BLOCK]>(w)
         });
         // A block the members pull from this PE's own slot is written there
         // once, before the flags that announce it.
@@ -985,7 +1001,7 @@ impl Region {
         // of 2-PE 8 B broadcasts took 0.89-0.99x the time (median 0.93,
         // alternated within each run), as its root sets its pace.
         match attach {
-            Some(failed) => self.attached(world, c, failed),
+            Some(failed) => self.attached(world, c, failed)?,
             None if role == Waits::Nobody && sig.collective != Collective::Scatter => {}
             None if wide => self.read_wide(world, c)?,
             None if pulled => self.compute::<true>(c),
