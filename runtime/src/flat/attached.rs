@@ -258,6 +258,7 @@ impl Slots {
     /// [`waits`]).
     pub(super) fn attaches(&self, sig: &Signature) -> bool {
         let from = match sig.collective {
+            Collective::Alltoall if self.crowded && sig.bytes > self.data => ATTACH_BLOCK,
             Collective::Allgather | Collective::Alltoall if self.crowded => CROWDED_ATTACH_BLOCK,
             Collective::Allgather | Collective::Alltoall => ATTACH_BLOCK,
             Collective::Allreduce if self.crowded => ATTACH_VECTOR,

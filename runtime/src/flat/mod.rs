@@ -197,6 +197,13 @@ const PULL_FROM: usize = 4 << 10;
 const ATTACH_BLOCK: usize = 32 << 10;
 /// ...and when the PEs outnumber the cores: at 4 PEs on 2 cores 64-128
 /// KiB took 0.54-0.71x the time, 16 KiB 1.3-1.7x and 32 KiB 1.04-1.07x.
+/// An alltoall whose blocks exceed a slot is attached from
+/// [`ATTACH_BLOCK`] all the same: against its parts, 36-48 KiB took
+/// 0.69-0.72x the time back to back and 0.53-0.69x timed OSU's way at 4
+/// PEs on 2 cores (0.85-0.90x Open MPI's, where the parts took 1.3-1.6x),
+/// 32-48 KiB 0.53-0.62x and 0.68-0.72x at 8 PEs. Allgathers, whose parts
+/// are pulled, lost there (4 PEs, 36-48 KiB: 1.06-1.18x back to back,
+/// 1.23-1.32x OSU's way).
 const CROWDED_ATTACH_BLOCK: usize = 64 << 10;
 /// Smallest block of an attached allgather or alltoall that a member
 /// writes into another's output when that member has not taken the copy
@@ -610,8 +617,9 @@ impl Region {
     }
 
     /// How a call of `sig` runs on the flat path, if it does: attached (an
-    /// allgather or alltoall of blocks from [`ATTACH_BLOCK`], or
-    /// [`CROWDED_ATTACH_BLOCK`], and when crowded an allreduce from
+    /// allgather or alltoall of blocks from [`ATTACH_BLOCK`], or when
+    /// crowded [`CROWDED_ATTACH_BLOCK`] unless an alltoall's blocks exceed
+    /// a slot, and when crowded an allreduce from
     /// [`ATTACH_VECTOR`], if the members may read each other's memory:
     /// [`Carry::Attached`]); in one part when its blocks fit a slot, pulled
     /// when crowded from [`PULL_FROM`] ([`Carry::Pulled`]); when crowded, a
