@@ -488,12 +488,14 @@ fn agree_on_handlers(boot: &mut Bootstrap, handlers: &Handlers) -> Result<(), Ca
 }
 
 /// Whether the flat path's large allgathers, alltoalls and allreduces may
-/// copy straight out of the other PEs' buffers (cross-memory attach,
+/// copy straight between the PEs' buffers (cross-memory attach,
 /// `flat::Carry::Attached`): only if every PE `wants` to (it has the flat
 /// path and single copies are on) and can read every other PE's memory
 /// through its lane to it (`lanes[route[j]]`), which it tries on their
 /// heaps (its own heap starts at `heap` here); the kernel, a container or
-/// Yama's ptrace scope may forbid it. Every PE gets the same answer.
+/// Yama's ptrace scope may forbid it. Writing another process's memory
+/// (`process_vm_writev`) takes the same permission as reading it. Every
+/// PE gets the same answer.
 fn agree_on_attach(
     boot: &mut Bootstrap,
     (lanes, route): (&[Box<dyn Transport>], &[u8]),
