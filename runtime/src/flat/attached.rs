@@ -136,24 +136,20 @@ impl Region {
             let copied = self
                 .lane(world, j)
                 .and_then(|l| Ok(l.read_remote(j, at, 0, &mut c.output[block(j)])?));
-            Pair::finish(pair, n, &copied);
-            if let Err(e) = copied {
-                failed.get_or_insert(e);
-            }
+            Pair::finish(pair, n, copied, failed);
         }
-        for j in others().filter(|_| b >= WRITE_FROM) {
-            if failed.is_some() {
-                break;
-            }
-            let pair = s.pair(s.peers[j], me);
-            if Pair::take(pair, n) {
-                let at = self.address(n, j)[1] + block(me).start as u64;
-                let copied = self
-                    .lane(world, j)
-                    .and_then(|l| Ok(l.write_remote(j, at, &c.input[source(j)])?));
-                Pair::finish(pair, n, &copied);
-                if let Err(e) = copied {
-                    failed.get_or_insert(e);
+        if b >= WRITE_FROM {
+            for j in others() {
+                if failed.is_some() {
+                    break;
+                }
+                let pair = s.pair(s.peers[j], me);
+                if Pair::take(pair, n) {
+                    let at = self.address(n, j)[1] + block(me).start as u64;
+                    let copied = self
+                        .lane(world, j)
+                        .and_then(|l| Ok(l.write_remote(j, at, &c.input[source(j)])?));
+                    Pair::finish(pair, n, copied, failed);
                 }
             }
         }
@@ -229,12 +225,15 @@ impl Pair {
                 .is_ok()
     }
 
-    /// Says that the copy this PE took in call `n` is done, or failed.
-    fn finish<T>(word: &AtomicU64, n: u64, copied: &Result<T, Cause>) {
-        let state = if copied.is_ok() {
-            Pair::DONE
-        } else {
-            Pair::FAILED
+    /// Says that the copy this PE took in call `n` is done, or failed
+    /// (what went wrong goes into `failed`, unless something did before).
+    fn finish(word: &AtomicU64, n: u64, copied: Result<(), Cause>, failed: &mut Option<Cause>) {
+        let state = match copied {
+            Ok(()) => Pair::DONE,
+            Err(e) => {
+                failed.get_or_insert(e);
+                Pair::FAILED
+            }
         };
         word.store(4 * (n + 1) + state, Ordering::Release);
     }
@@ -285,19 +284,21 @@ mod tests {
     #[test]
     fn a_pair_is_copied_once_a_call_and_stays_failed() {
         let word = AtomicU64::new(0);
-        let (ok, bad): (Result<(), Cause>, Result<(), Cause>) = (Ok(()), Err(Cause::Finalized));
+        let mut failed = None;
         for n in [0, 1, 5] {
             assert!(Pair::take(&word, n), "call {n}: the first taker copies");
             assert!(!Pair::take(&word, n), "call {n}: the other member does not");
             assert!(!Pair::settled(&word, n));
-            Pair::finish(&word, n, &ok);
+            Pair::finish(&word, n, Ok(()), &mut failed);
             assert!(Pair::settled(&word, n) && !Pair::failed(&word));
             assert!(!Pair::take(&word, n), "call {n} is done");
         }
         // A later call taken before this member looked: n's copy was done.
         assert!(Pair::take(&word, 6));
         assert!(Pair::settled(&word, 5) && !Pair::settled(&word, 6));
-        Pair::finish(&word, 6, &bad);
+        assert!(failed.is_none());
+        Pair::finish(&word, 6, Err(Cause::Finalized), &mut failed);
+        assert!(failed.is_some(), "the failure is kept");
         for n in [6, 7, 9] {
             assert!(!Pair::take(&word, n), "a failed pair is not taken again");
             assert!(Pair::settled(&word, n) && Pair::failed(&word));
