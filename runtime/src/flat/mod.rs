@@ -121,7 +121,7 @@ use layout::differ_text;
 pub(crate) use layout::region_size;
 use layout::{data_sets, data_size, head_sets, heads_at, slot_size, wide_at, Stamp};
 use ledger::GENERAL;
-use stores::{claim, claims, copy_forward};
+use stores::{claim, claims, copy_forward, Streaming};
 
 thread_local! {
     /// A member's fold of the members before it, for a reduction on the
@@ -510,6 +510,8 @@ pub(crate) struct Region {
     /// Whether the processor takes lines for writing ahead of the stores
     /// ([`claim`]).
     claims: bool,
+    /// How this PE copies large blocks into the others' slots.
+    streaming: Streaming,
 }
 
 /// The slots of a flat region (copied into general runs, which watch them).
@@ -615,6 +617,7 @@ impl Region {
             agreed: std::array::from_fn(|_| AtomicU64::new(0)),
             retry: std::array::from_fn(|_| AtomicU64::new(0)),
             claims: claims(),
+            streaming: Streaming::default(),
         }
     }
 

@@ -1,6 +1,10 @@
 //! The stores of a slot into another member's heap: the order of its
-//! lines, ascending copies of small blocks, and taking lines for writing
-//! ahead of them.
+//! lines, ascending copies of small blocks, streaming stores of large
+//! ones when cached stores run slow, and taking lines for writing ahead
+//! of them.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::time::Instant;
 
 use super::*;
 
@@ -104,6 +108,101 @@ pub(super) unsafe fn copy_forward(from: &[u8], to: *mut u8) {
     }
 }
 
+/// Smallest block that [`Streaming`] may write with non-temporal stores.
+const STREAM_FROM: usize = 4 << 10;
+/// Smallest block whose cached copy [`Streaming`] times: two readings of
+/// the clock cost 2-3% of it at the slowest rate.
+const TIMED_FROM: usize = 16 << 10;
+/// Slowest rate of a cached copy into a slot, bytes per nanosecond (GB/s),
+/// below which [`Streaming`] turns to non-temporal stores. On an AMD EPYC
+/// (Zen 4, 2 virtual CPUs) such copies of 16-64 KiB ran at 20-40 GB/s
+/// when the two CPUs shared a cache (a line crossed and back in 30-70 ns)
+/// but at 1.5-4.5 GB/s when the host placed them on different dies (300-350
+/// ns): each store then waits for the line to be taken from the reader's
+/// die.
+const SLOW_RATE: usize = 3;
+/// Timed cached copies in a row slower than [`SLOW_RATE`] that turn
+/// [`Streaming`] to non-temporal stores: a single one may have been
+/// interrupted.
+const SLOW_IN_ROW: usize = 2;
+/// Blocks written with non-temporal stores after slow cached copies,
+/// before cached copies are timed again: the host moves virtual CPUs
+/// between dies every few seconds or minutes.
+const STREAMED: usize = 4096;
+
+/// How a member copies blocks from [`STREAM_FROM`] into the others' slots
+/// when the PEs do not outnumber the cores: by cached stores, timing those
+/// from [`TIMED_FROM`], and after [`SLOW_IN_ROW`] in a row ran slower than
+/// [`SLOW_RATE`], by non-temporal stores ([`weft_copy::copy_streaming`])
+/// for the next [`STREAMED`] blocks. Non-temporal stores send the lines to
+/// memory and drop the reader's copies without waiting for them, and the
+/// reader then reads them from memory: at the same speed wherever the host
+/// places the two cores (64 KiB blocks streamed to a reader: 4-5 µs a
+/// block), where cached stores took 2-6 µs with a shared cache but 15-37
+/// µs across dies.
+///
+/// Cached copies are timed only into slots that this PE last wrote by
+/// cached stores: its first writes of a slot's pages fault, and its
+/// first cached writes after streaming find none of the lines in its own
+/// cache, which a writer that keeps writing a slot mostly does (the
+/// reader only shares them), so those run slow wherever the cores lie.
+#[derive(Default)]
+pub(super) struct Streaming {
+    /// Blocks still to stream before copying by cached stores again.
+    left: AtomicUsize,
+    /// The first call whose cached copy is timed: the sets of slots
+    /// before it were last written by streaming, or never.
+    timed_from: AtomicU64,
+    /// Timed cached copies in a row that ran slow.
+    slow: AtomicUsize,
+}
+
+impl Streaming {
+    /// Copies `from` into the slot of call `n` at `to` (16-byte aligned),
+    /// the slots of each set taking `sets` calls to come round again.
+    /// One thread at a time writes a team's calls; an update lost to
+    /// another thread only changes how a block is copied.
+    ///
+    /// # Safety
+    /// As for [`copy_forward`].
+    #[inline(always)]
+    pub(super) unsafe fn copy(&self, from: &[u8], to: *mut u8, n: u64, sets: u64) {
+        let len = from.len();
+        if len < STREAM_FROM {
+            // SAFETY: the caller's promise.
+            return unsafe { copy_forward(from, to) };
+        }
+        let left = self.left.load(Ordering::Relaxed);
+        if left > 0 {
+            self.left.store(left - 1, Ordering::Relaxed);
+            if left == 1 {
+                self.timed_from.store(n + 1 + sets, Ordering::Relaxed);
+            }
+            // SAFETY: the caller's promise.
+            return unsafe { weft_copy::copy_streaming(from.as_ptr(), to, len) };
+        }
+        if len < TIMED_FROM || n < self.timed_from.load(Ordering::Relaxed).max(sets) {
+            // SAFETY: the caller's promise.
+            return unsafe { copy_forward(from, to) };
+        }
+        let start = Instant::now();
+        // SAFETY: the caller's promise.
+        unsafe { copy_forward(from, to) };
+        let nanos = usize::try_from(start.elapsed().as_nanos()).unwrap_or(usize::MAX);
+        if nanos.saturating_mul(SLOW_RATE) <= len {
+            self.slow.store(0, Ordering::Relaxed);
+            return;
+        }
+        let slow = self.slow.load(Ordering::Relaxed) + 1;
+        if slow < SLOW_IN_ROW {
+            self.slow.store(slow, Ordering::Relaxed);
+        } else {
+            self.slow.store(0, Ordering::Relaxed);
+            self.left.store(STREAMED, Ordering::Relaxed);
+        }
+    }
+}
+
 impl Region {
     /// Writes this PE's slot for call `n` into member `j`'s heap, stores
     /// alone, back to back, so that each line moves once: first the block
@@ -133,13 +232,50 @@ impl Region {
             // this slot of an older call any more (step 1).
             unsafe { copy_forward(from, (base + offset) as *mut u8) }
         };
-        if !rest.is_empty() {
-            copy(rest, rest_at);
+        if s.crowded {
+            if !rest.is_empty() {
+                copy(rest, rest_at);
+            }
+        } else {
+            // SAFETY: as for `copy` above; a slot's data past the header's
+            // line starts at a line. The slots of calls from `data_sets` on
+            // were written by this PE before.
+            unsafe {
+                let to = (base + rest_at) as *mut u8;
+                self.streaming.copy(rest, to, n, s.data_sets as u64);
+            }
         }
         s.write_stamp(base, at, n, stamp);
         if !head.is_empty() {
             copy(head, at + HEADER);
         }
         s.word_in(base, at).store(n + 1, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Blocks arrive whole whichever way they are copied; streaming lasts
+    /// [`STREAMED`] blocks, after which cached copies are timed again only
+    /// once the sets written by streaming have come round.
+    #[test]
+    fn streaming_copies_blocks_and_comes_back_to_cached_stores() {
+        let sets = 4;
+        let block: Vec<u8> = (0..TIMED_FROM + 100).map(|k| (k % 253) as u8).collect();
+        let mut slot = vec![0u8; block.len() + 2 * LINE];
+        let at = slot.as_ptr().align_offset(LINE);
+        let streaming = Streaming::default();
+        streaming.left.store(2, Ordering::Relaxed);
+        for n in 10..14 {
+            slot.fill(0);
+            // SAFETY: `slot` holds the block at `at`, a line boundary.
+            unsafe { streaming.copy(&block, slot.as_mut_ptr().add(at), n, sets) };
+            assert!(slot[at..at + block.len()] == block[..], "call {n}");
+            assert!(slot[at + block.len()..].iter().all(|&b| b == 0));
+        }
+        assert_eq!(streaming.left.load(Ordering::Relaxed), 0);
+        assert_eq!(streaming.timed_from.load(Ordering::Relaxed), 11 + 1 + sets);
     }
 }
