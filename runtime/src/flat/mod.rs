@@ -121,7 +121,7 @@ use layout::differ_text;
 pub(crate) use layout::region_size;
 use layout::{data_sets, data_size, head_sets, heads_at, slot_size, wide_at, Stamp};
 use ledger::GENERAL;
-use stores::{claim, claims, copy_forward, Streaming};
+use stores::{claim, claims, Streaming};
 
 thread_local! {
     /// A member's fold of the members before it, for a reduction on the
@@ -885,7 +885,10 @@ impl Region {
                 // the members read it only once they see the flags raised
                 // below, and no member reads this slot of an older call any
                 // more.
-                unsafe { copy_forward(block, at as *mut u8) };
+                unsafe {
+                    self.streaming
+                        .copy(block, at as *mut u8, n, s.data_sets as u64)
+                };
             }
         }
         for j in (0..p).filter(|&j| j != me && s.pushes(sig, c.part, me, j)) {

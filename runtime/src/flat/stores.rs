@@ -108,19 +108,25 @@ pub(super) unsafe fn copy_forward(from: &[u8], to: *mut u8) {
     }
 }
 
-/// Smallest block that [`Streaming`] may write with non-temporal stores.
-const STREAM_FROM: usize = 4 << 10;
-/// Smallest block whose cached copy [`Streaming`] times: two readings of
-/// the clock cost 2-3% of it at the slowest rate.
-const TIMED_FROM: usize = 16 << 10;
+/// Smallest part of a block past the header's line that [`Streaming`]
+/// writes with non-temporal stores, and times when it writes it by cached
+/// ones: that of a 2 KiB block, whose first 32 bytes share the header's
+/// line. Across dies (below), 2 KiB blocks took 0.4-0.5x the time
+/// streamed (broadcasts timed OSU's way and back-to-back allreduces at 2
+/// PEs), 1 KiB as long.
+const STREAM_FROM: usize = (2 << 10) - (LINE - HEADER);
+/// One cached copy in this many from [`STREAM_FROM`] is timed: two
+/// readings of the clock cost a third of a 2 KiB copy with a shared cache.
+const TIMED_ONE_IN: usize = 8;
 /// Slowest rate of a cached copy into a slot, bytes per nanosecond (GB/s),
 /// below which [`Streaming`] turns to non-temporal stores. On an AMD EPYC
-/// (Zen 4, 2 virtual CPUs) such copies of 16-64 KiB ran at 20-40 GB/s
-/// when the two CPUs shared a cache (a line crossed and back in 30-70 ns)
-/// but at 1.5-4.5 GB/s when the host placed them on different dies (300-350
-/// ns): each store then waits for the line to be taken from the reader's
-/// die.
-const SLOW_RATE: usize = 3;
+/// (Zen 4, 2 virtual CPUs) 2-64 KiB copies into slots ran at 10-40 GB/s
+/// (all but 0.5% of them over 6) when the two CPUs shared a cache (a line
+/// crossed and back in 30-70 ns), but at 1.5-6 GB/s (90% of 2 KiB copies,
+/// the ascending stores of [`copy_forward`], and nearly all larger ones)
+/// when the host placed them on different dies (300-350 ns): each store
+/// then waits for its line to come from the reader's die.
+const SLOW_RATE: usize = 6;
 /// Timed cached copies in a row slower than [`SLOW_RATE`] that turn
 /// [`Streaming`] to non-temporal stores: a single one may have been
 /// interrupted.
@@ -128,18 +134,19 @@ const SLOW_IN_ROW: usize = 2;
 /// Blocks written with non-temporal stores after slow cached copies,
 /// before cached copies are timed again: the host moves virtual CPUs
 /// between dies every few seconds or minutes.
-const STREAMED: usize = 4096;
+const STREAMED: usize = 16 << 10;
 
-/// How a member copies blocks from [`STREAM_FROM`] into the others' slots
-/// when the PEs do not outnumber the cores: by cached stores, timing those
-/// from [`TIMED_FROM`], and after [`SLOW_IN_ROW`] in a row ran slower than
-/// [`SLOW_RATE`], by non-temporal stores ([`weft_copy::copy_streaming`])
-/// for the next [`STREAMED`] blocks. Non-temporal stores send the lines to
-/// memory and drop the reader's copies without waiting for them, and the
-/// reader then reads them from memory: at the same speed wherever the host
-/// places the two cores (64 KiB blocks streamed to a reader: 4-5 µs a
-/// block), where cached stores took 2-6 µs with a shared cache but 15-37
-/// µs across dies.
+/// How a member copies blocks from [`STREAM_FROM`] into slots (the
+/// others', its own slot that they pull from, its wide slot): by cached
+/// stores, timing one in [`TIMED_ONE_IN`], and after [`SLOW_IN_ROW`] timed
+/// ones in a row ran slower than [`SLOW_RATE`], by non-temporal stores
+/// ([`weft_copy::copy_streaming`]) for the next [`STREAMED`] blocks.
+/// Non-temporal stores send the lines to memory and drop the readers'
+/// copies without waiting for them, and the readers then read them from
+/// memory: much the same speed wherever the host places the cores, where
+/// cached stores are faster with a shared cache and several times slower
+/// across dies (a two-process ring of 64 KiB slots: 15-37 µs a block by
+/// `memcpy` across dies, 4-6 µs streamed either way).
 ///
 /// Cached copies are timed only into slots that this PE last wrote by
 /// cached stores: its first writes of a slot's pages fault, and its
@@ -150,9 +157,11 @@ const STREAMED: usize = 4096;
 pub(super) struct Streaming {
     /// Blocks still to stream before copying by cached stores again.
     left: AtomicUsize,
-    /// The first call whose cached copy is timed: the sets of slots
+    /// The first call whose cached copy may be timed: the sets of slots
     /// before it were last written by streaming, or never.
     timed_from: AtomicU64,
+    /// Cached copies from [`STREAM_FROM`], to time one in [`TIMED_ONE_IN`].
+    cached: AtomicUsize,
     /// Timed cached copies in a row that ran slow.
     slow: AtomicUsize,
 }
@@ -181,7 +190,9 @@ impl Streaming {
             // SAFETY: the caller's promise.
             return unsafe { weft_copy::copy_streaming(from.as_ptr(), to, len) };
         }
-        if len < TIMED_FROM || n < self.timed_from.load(Ordering::Relaxed).max(sets) {
+        let cached = self.cached.load(Ordering::Relaxed).wrapping_add(1);
+        self.cached.store(cached, Ordering::Relaxed);
+        if cached % TIMED_ONE_IN != 0 || n < self.timed_from.load(Ordering::Relaxed).max(sets) {
             // SAFETY: the caller's promise.
             return unsafe { copy_forward(from, to) };
         }
@@ -223,31 +234,21 @@ impl Region {
         } else {
             block.split_at(0)
         };
-        let copy = |from: &[u8], offset: usize| {
-            // SAFETY: a slot's head holds `inline` bytes after its header and
-            // its data `data` bytes (asserted above), in the mapped region,
-            // 16-byte aligned at `offset` (heads and data start at lines,
-            // a head's block 32 bytes into its line); the member reads them
-            // only once it sees the flag raised below, and no member reads
-            // this slot of an older call any more (step 1).
-            unsafe { copy_forward(from, (base + offset) as *mut u8) }
-        };
-        if s.crowded {
-            if !rest.is_empty() {
-                copy(rest, rest_at);
-            }
-        } else {
-            // SAFETY: as for `copy` above; a slot's data past the header's
-            // line starts at a line. The slots of calls from `data_sets` on
-            // were written by this PE before.
-            unsafe {
-                let to = (base + rest_at) as *mut u8;
-                self.streaming.copy(rest, to, n, s.data_sets as u64);
-            }
+        // SAFETY (both copies): a slot's head holds `inline` bytes after its
+        // header and its data `data` bytes (asserted above), in the mapped
+        // region, 16-byte aligned (heads and data start at lines, a head's
+        // block 32 bytes into its line); the member reads them only once
+        // it sees the flag raised below, and no member reads this slot of
+        // an older call any more (step 1), whose data sets come round every
+        // `data_sets` calls.
+        unsafe {
+            let to = (base + rest_at) as *mut u8;
+            self.streaming.copy(rest, to, n, s.data_sets as u64);
         }
         s.write_stamp(base, at, n, stamp);
         if !head.is_empty() {
-            copy(head, at + HEADER);
+            // SAFETY: as above.
+            unsafe { copy_forward(head, (base + at + HEADER) as *mut u8) };
         }
         s.word_in(base, at).store(n + 1, Ordering::Release);
     }
@@ -263,7 +264,7 @@ mod tests {
     #[test]
     fn streaming_copies_blocks_and_comes_back_to_cached_stores() {
         let sets = 4;
-        let block: Vec<u8> = (0..TIMED_FROM + 100).map(|k| (k % 253) as u8).collect();
+        let block: Vec<u8> = (0..STREAM_FROM + 100).map(|k| (k % 253) as u8).collect();
         let mut slot = vec![0u8; block.len() + 2 * LINE];
         let at = slot.as_ptr().align_offset(LINE);
         let streaming = Streaming::default();

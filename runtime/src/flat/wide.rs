@@ -26,8 +26,9 @@ impl Region {
             // word, raised below with release ordering, covers them, and no
             // member reads this slot of an older call any more (step 1).
             unsafe {
-                weft_copy::copy_nonoverlapping(piece.as_ptr(), (at + done) as *mut u8, piece.len())
-            };
+                let to = (at + done) as *mut u8;
+                self.streaming.copy(piece, to, n, WIDE_SETS as u64);
+            }
             progress.store((done + piece.len()) as u64, Ordering::Release);
         }
     }
