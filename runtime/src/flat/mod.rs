@@ -69,10 +69,9 @@
 //!    the flat path already: it would never join the general one, so the
 //!    call fails here instead. Otherwise members whose stamp differs
 //!    from this PE's fail the call.
-//! 5. When crowded, a barrier's members leave it in turn if the call
-//!    before was rooted ([`Region::leave_in_turn`]): a broadcast's root
-//!    first, so that the others find its next block written, a reduce's
-//!    root last.
+//! 5. A barrier's members leave it in turn if the call before was rooted
+//!    ([`Region::leave_in_turn`]): a broadcast's root first, so that the
+//!    others find its next block written, a reduce's root last.
 //!
 //! A reduce or allreduce too large for a slot runs in parts ([`Parts`]),
 //! each a call of the steps above under its own number: the call's, then
@@ -991,7 +990,7 @@ impl Region {
                 if let Some(first) = (0..p).find(|&j| differs(j)) {
                     return Err(world.error(c.op, self.mismatch(n, &stamp, first)));
                 }
-                if sig.collective == Collective::Barrier && s.crowded {
+                if sig.collective == Collective::Barrier {
                     self.leave_in_turn(n);
                 }
             }
