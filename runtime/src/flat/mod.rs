@@ -584,6 +584,7 @@ impl Region {
     pub(crate) fn new(peers: &[usize], me: usize, crowded: bool, attach: bool) -> Region {
         let p = peers.len();
         assert!(p <= MAX_MEMBERS && me < p);
+        layout::populate(peers, region_size(p));
         let (heads, head, inline) = if crowded {
             (head_sets(p), SMALL_HEAD, SMALL_INLINE)
         } else {

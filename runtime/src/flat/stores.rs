@@ -121,16 +121,21 @@ const TIMED_ONE_IN: usize = 8;
 /// Slowest rate of a cached copy into a slot, bytes per nanosecond (GB/s),
 /// below which [`Streaming`] turns to non-temporal stores. On an AMD EPYC
 /// (Zen 4, 2 virtual CPUs) 2-64 KiB copies into slots ran at 10-40 GB/s
-/// (all but 0.5% of them over 6) when the two CPUs shared a cache (a line
-/// crossed and back in 30-70 ns), but at 1.5-6 GB/s (90% of 2 KiB copies,
-/// the ascending stores of [`copy_forward`], and nearly all larger ones)
-/// when the host placed them on different dies (300-350 ns): each store
-/// then waits for its line to come from the reader's die.
-const SLOW_RATE: usize = 6;
+/// back to back (all but 0.5% of them over 6) when the two CPUs shared a
+/// cache (a line crossed and back in 30-70 ns), 2-4 KiB ones at 4.5-6 in
+/// some calls timed alone; but when the host placed them on different
+/// dies (300-350 ns), 2 KiB ones (ascending stores, [`copy_forward`]) at
+/// 3-6 GB/s and larger ones at 1.5-4: each store then waits for its line
+/// to come from the reader's die.
+const SLOW_RATE: usize = 4;
 /// Timed cached copies in a row slower than [`SLOW_RATE`] that turn
-/// [`Streaming`] to non-temporal stores: a single one may have been
-/// interrupted.
-const SLOW_IN_ROW: usize = 2;
+/// [`Streaming`] to non-temporal stores: more than a round of the 32 sets
+/// of slots at one in [`TIMED_ONE_IN`]. Whatever the placement, copies run
+/// slow for a round after the writer's lines were taken from it: after a
+/// call whose blocks went the other way (a broadcast's receivers write a
+/// reduce's blocks), or the other member wrote the same slot (with 2 in a
+/// row, 2-8 KiB calls so turned to streaming with a shared cache).
+const SLOW_IN_ROW: usize = 6;
 /// Blocks written with non-temporal stores after slow cached copies,
 /// before cached copies are timed again: the host moves virtual CPUs
 /// between dies every few seconds or minutes.
