@@ -68,8 +68,8 @@ impl Region {
 
     /// Member `j`'s count word: the number + 1 of the latest call it
     /// settled, stored after it last read that call's slots, when crowded;
-    /// otherwise that of a barrier after a rooted call, once it leaves it
-    /// ([`Region::leave_in_turn`]).
+    /// otherwise that of a barrier after a rooted call, as it leaves it
+    /// first ([`Region::leave_in_turn`]).
     /// Beside its ledger word, in its own region, written by it alone.
     pub(super) fn count(&self, j: usize) -> &AtomicU64 {
         let s = &self.slots;

@@ -509,7 +509,8 @@ pub(crate) struct Region {
     /// Whether the processor takes lines for writing ahead of the stores
     /// ([`claim`]).
     claims: bool,
-    /// How this PE copies large blocks into the others' slots.
+    /// How this PE copies blocks from 2 KiB into slots: cached, or
+    /// streamed while cached copies run slow.
     streaming: Streaming,
 }
 
