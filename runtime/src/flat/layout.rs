@@ -19,22 +19,24 @@ pub(crate) fn region_size(p: usize) -> usize {
     }
 }
 
-/// Maps the `bytes` of each region at `peers` into this process's page
-/// tables ahead of the calls, as if written (`MADV_POPULATE_WRITE`,
-/// Linux 5.14), without touching what they hold: otherwise the first
-/// write of each page of a slot faults, in the first calls of each set
-/// and again in the first call of each larger block, and took 2-3 µs for
-/// a 4-8 KiB block where it takes 0.2-0.4 after (which also made such
-/// copies look slow to [`super::stores`]'s timing). Where the kernel lacks
-/// it, the pages fault when first written, as before.
-pub(super) fn populate(peers: &[usize], bytes: usize) {
-    for &base in peers {
-        // SAFETY: the advice changes no byte of memory and no mapping: it
-        // only fills this process's page tables for a range that the
-        // caller keeps mapped (`Region::new`'s contract); a failure (an
-        // older kernel, a base not at a page) is no more than a refusal.
-        unsafe { libc::madvise(base as *mut libc::c_void, bytes, libc::MADV_POPULATE_WRITE) };
-    }
+/// Maps the pages of `len` bytes at `at` into this process's page tables
+/// as if written (`MADV_POPULATE_WRITE`, Linux 5.14), without touching
+/// what they hold. Where the kernel lacks it, the pages fault when first
+/// written, as they would have.
+fn populate(at: usize, len: usize) {
+    let start = at / PAGE * PAGE;
+    let end = (at + len).next_multiple_of(PAGE);
+    // SAFETY: the advice changes no byte of memory and no mapping: it only
+    // fills this process's page tables for a range of a mapped region
+    // (`Slots::populate`); a failure (an older kernel) is no more than a
+    // refusal.
+    unsafe {
+        libc::madvise(
+            start as *mut libc::c_void,
+            end - start,
+            libc::MADV_POPULATE_WRITE,
+        )
+    };
 }
 
 /// Where the pair words of a region of `p` members begin: after a line of
@@ -138,6 +140,33 @@ impl Slots {
     /// The set of slots of call `n`.
     pub(super) fn set(&self, n: u64) -> usize {
         n as usize & (self.sets - 1)
+    }
+
+    /// Maps into this process's page tables, ahead of the calls, the pages
+    /// it writes most: this PE's whole region, and its slots in the
+    /// others' (heads and data when crowded). Otherwise the first write of
+    /// each page of a slot faults, in the first calls of each set and
+    /// again in the first call of each larger block: 2-3 µs for a 4-8 KiB
+    /// block that takes 0.2-0.4 after (which also made such copies look
+    /// slow to `stores::Streaming`'s timing). Populating every member's
+    /// whole region made 32 PEs on 2 cores take 1 s more to start (1.3 ->
+    /// 2.3-2.4 s); these pages 0.1 s.
+    pub(super) fn populate(&self) {
+        populate(self.heap, region_size(self.p));
+        for j in (0..self.p).filter(|&j| j != self.me) {
+            let base = self.peers[j];
+            if self.crowded {
+                // A sender's heads lie side by side, set after set.
+                populate(base + self.slot_at(0, self.me), self.sets * SMALL_HEAD);
+                for k in 0..self.data_sets as u64 {
+                    populate(base + self.data_at(k, self.me, self.data), self.data);
+                }
+            } else {
+                for k in 0..self.sets as u64 {
+                    populate(base + self.slot_at(k, self.me), slot_size(self.p));
+                }
+            }
+        }
     }
 
     /// Where `sender`'s slot for call `n` is: its head (or the whole

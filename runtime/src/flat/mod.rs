@@ -585,13 +585,12 @@ impl Region {
     pub(crate) fn new(peers: &[usize], me: usize, crowded: bool, attach: bool) -> Region {
         let p = peers.len();
         assert!(p <= MAX_MEMBERS && me < p);
-        layout::populate(peers, region_size(p));
         let (heads, head, inline) = if crowded {
             (head_sets(p), SMALL_HEAD, SMALL_INLINE)
         } else {
             (data_sets(p), slot_size(p), data_size(p))
         };
-        Region {
+        let region = Region {
             slots: Slots {
                 heap: peers[me],
                 peers: std::array::from_fn(|j| peers.get(j).copied().unwrap_or(0)),
@@ -619,7 +618,9 @@ impl Region {
             retry: std::array::from_fn(|_| AtomicU64::new(0)),
             claims: claims(),
             streaming: Streaming::default(),
-        }
+        };
+        region.slots.populate();
+        region
     }
 
     /// How a call of `sig` runs on the flat path, if it does: attached (an
