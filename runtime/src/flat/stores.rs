@@ -108,10 +108,10 @@ pub(super) unsafe fn copy_forward(from: &[u8], to: *mut u8) {
     }
 }
 
-/// Smallest part of a block past the header's line that [`Streaming`]
-/// writes with non-temporal stores, and times when it writes it by cached
-/// ones: that of a 2 KiB block, whose first 32 bytes share the header's
-/// line. Across dies (below), 2 KiB blocks took 0.4-0.5x the time
+/// Smallest block that [`Streaming`] writes with non-temporal stores, and
+/// times when it writes it by cached ones: in a pushed slot, what a 2 KiB
+/// block leaves past the header's line, which holds its first 32 bytes
+/// (a pulled or wide slot gets the whole block). Across dies (below), 2 KiB blocks took 0.4-0.5x the time
 /// streamed (broadcasts timed OSU's way and back-to-back allreduces at 2
 /// PEs), 1 KiB as long.
 const STREAM_FROM: usize = (2 << 10) - (LINE - HEADER);
@@ -201,11 +201,24 @@ impl Streaming {
             // SAFETY: the caller's promise.
             return unsafe { copy_forward(from, to) };
         }
+        // SAFETY: the caller's promise.
+        unsafe { self.timed(from, to) }
+    }
+
+    /// Copies `from` to `to` by cached stores and notes whether the copy
+    /// ran slow, turning to streaming after [`SLOW_IN_ROW`] in a row. Out
+    /// of line: one copy in [`TIMED_ONE_IN`] takes it, and the inlined
+    /// copies of [`Streaming::copy`] in the calls' paths stay short.
+    ///
+    /// # Safety
+    /// As for [`copy_forward`].
+    #[inline(never)]
+    unsafe fn timed(&self, from: &[u8], to: *mut u8) {
         let start = Instant::now();
         // SAFETY: the caller's promise.
         unsafe { copy_forward(from, to) };
         let nanos = usize::try_from(start.elapsed().as_nanos()).unwrap_or(usize::MAX);
-        if nanos.saturating_mul(SLOW_RATE) <= len {
+        if nanos.saturating_mul(SLOW_RATE) <= from.len() {
             self.slow.store(0, Ordering::Relaxed);
             return;
         }

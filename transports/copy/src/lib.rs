@@ -125,9 +125,9 @@ fn slow_strings() -> bool {
 /// lines go to memory without being read first, and every cached copy of
 /// them, another core's included, is dropped on the way. Bytes before
 /// the first line boundary of `dst` and after the last are copied as
-/// [`copy_nonoverlapping`] does. Ends with a store fence, so that a store
-/// after it (a flag announcing the bytes) is seen after them. Elsewhere,
-/// as [`copy_nonoverlapping`].
+/// [`copy_nonoverlapping`] does. The non-temporal stores are fenced, so
+/// that a store after the call (a flag announcing the bytes) is seen after
+/// every byte. Elsewhere, as [`copy_nonoverlapping`].
 ///
 /// For a block that another core reads next and that lies in lines it
 /// read before: stores that take each line from that core wait for it in
