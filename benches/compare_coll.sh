@@ -5,18 +5,21 @@
 #
 # Installs Open MPI and MPICH from Debian's packages when missing, builds
 # Weft's osu_coll and our C program benches/peers/mpi_coll.c against each
-# MPI, runs the three alternately REPETITIONS times at each number of ranks,
-# each time both ways they time calls (back-to-back calls, the largest over
-# the ranks; and with --osu as the OSU micro-benchmarks do, each call alone
-# followed by a barrier, the average over the ranks), and prints for each
-# way the medians and Weft's ratio to each peer (lower is better), ending
-# with the cells that miss the goals.
+# MPI, and runs them REPETITIONS times at each number of ranks, both ways
+# they time calls (back-to-back calls, the largest over the ranks; and with
+# --osu as the OSU micro-benchmarks do, each call alone followed by a
+# barrier, the average over the ranks), one measure (barrier, broadcast,
+# ...) at a time, the programs one after the other. It prints for each way
+# the medians and Weft's ratio to each peer (lower is better), ending with
+# the cells that miss the goals.
 # On a machine with fewer cores than ranks, the ranks run oversubscribed,
 # and MPICH (whose ranks poll without yielding) is left out. With two cores
-# or more, it also prints how long a cache line took to cross between cores
-# 0 and 1 and back (line_trip) before each repetition and after the last:
-# small calls cost little more than such crossings, and a virtual machine's
-# host may move its virtual CPUs to where they cost several times as much.
+# or more, it measures how long a cache line takes to cross between cores
+# 0 and 1 and back (line_trip) just before and after every run, and prints
+# the tables again for the runs measured while the cores shared a cache
+# and for those measured while they did not (medians.py): small calls cost
+# little more than such crossings, and a virtual machine's host may move
+# its virtual CPUs between such placements within a repetition.
 set -euo pipefail
 reps=${1:-5}
 shift || true
@@ -37,45 +40,50 @@ trip() {
 # what their tables say.
 methods=(loop osu)
 declare -A flag=([loop]="" [osu]="--osu")
-declare -A what=(
+declare -A how=(
     [loop]="back-to-back calls, the largest over the ranks"
     [osu]="OSU's way: each call alone, then an untimed barrier; the average over the ranks"
 )
+measures=(barrier broadcast reduce allreduce allgather alltoall)
 for n in "${ranks[@]}"; do
     for m in "${methods[@]}"; do
         mkdir -p "$out/$n/$m"
     done
-    trips=()
+    progs=(weft openmpi)
+    # MPICH's ranks poll without yielding: oversubscribed, one run takes
+    # many minutes, so it is left out.
+    if [ "$n" -le "$(nproc)" ]; then
+        progs+=(mpich)
+    fi
     for i in $(seq "$reps"); do
-        trips+=("$(trip)")
         for m in "${methods[@]}"; do
-            # shellcheck disable=SC2086 # the flag is one word or none
-            target/release/weftrun -n "$n" target/release/osu_coll --raw ${flag[$m]} \
-                > "$out/$n/$m/weft.$i"
-            # Open MPI needs these flags to run as root and on few cores.
-            # shellcheck disable=SC2086
-            mpirun.openmpi --allow-run-as-root --oversubscribe -np "$n" "$out/coll_openmpi" \
-                ${flag[$m]} > "$out/$n/$m/openmpi.$i"
-            if [ "$n" -le "$(nproc)" ]; then
-                # shellcheck disable=SC2086
-                mpiexec.mpich -n "$n" "$out/coll_mpich" ${flag[$m]} > "$out/$n/$m/mpich.$i"
-            fi
+            for what in "${measures[@]}"; do
+                for prog in "${progs[@]}"; do
+                    before=$(trip)
+                    # shellcheck disable=SC2086 # the flag is one word or none
+                    case $prog in
+                        weft)
+                            target/release/weftrun -n "$n" target/release/osu_coll --raw \
+                                ${flag[$m]} --only "$what" ;;
+                        # Open MPI needs these flags to run as root and on few cores.
+                        openmpi)
+                            mpirun.openmpi --allow-run-as-root --oversubscribe -np "$n" \
+                                "$out/coll_openmpi" ${flag[$m]} --only "$what" ;;
+                        mpich)
+                            mpiexec.mpich -n "$n" "$out/coll_mpich" ${flag[$m]} --only "$what" ;;
+                    esac >> "$out/$n/$m/$prog.$i"
+                    echo "$what $before $(trip)" >> "$out/$n/$m/$prog.$i.trips"
+                done
+            done
         done
     done
-    trips+=("$(trip)")
     for m in "${methods[@]}"; do
         if [ "$n" -le "$(nproc)" ]; then
-            echo "## $n ranks ($(nproc) cores); ${what[$m]}"
-            python3 "$top/benches/medians.py" "$out/$n/$m" "$reps" weft openmpi mpich
+            echo "## $n ranks ($(nproc) cores); ${how[$m]}"
         else
-            # MPICH's ranks poll without yielding: oversubscribed, one run takes
-            # many minutes, so it is left out.
-            echo "## $n ranks on $(nproc) cores: oversubscribed; MPICH left out; ${what[$m]}"
-            python3 "$top/benches/medians.py" "$out/$n/$m" "$reps" weft openmpi
+            echo "## $n ranks on $(nproc) cores: oversubscribed; MPICH left out; ${how[$m]}"
         fi
+        python3 "$top/benches/medians.py" "$out/$n/$m" "$reps" "${progs[@]}"
     done
-    if [ -n "${trips[*]}" ]; then
-        echo "# line round trip between cores 0 and 1 before each repetition and after the last (ns): ${trips[*]}"
-    fi
 done
 echo "# units: us per call"

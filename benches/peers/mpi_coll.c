@@ -1,7 +1,7 @@
 /* The collective measurements of osu_coll.rs, written against MPI so that
  * Open MPI and MPICH can be measured the same way in the same run.
  *
- *   mpicc -O2 mpi_coll.c -o mpi_coll && mpirun -np 4 ./mpi_coll [--osu]
+ *   mpicc -O2 mpi_coll.c -o mpi_coll && mpirun -np 4 ./mpi_coll [--osu] [--only NAME]
  *
  * Prints one "name size value" line per figure (us), for barrier, and for
  * broadcast, reduce and allreduce (sums of doubles) and allgather and
@@ -9,7 +9,8 @@
  * average time of one call over many back-to-back calls, the largest over
  * the ranks; with --osu, as the OSU micro-benchmarks measure, each call
  * timed alone with an untimed barrier after it (none for barrier), the
- * average over the calls and then over the ranks.
+ * average over the calls and then over the ranks. With --only, just the
+ * measure NAME (barrier, broadcast, ...).
  */
 #include <mpi.h>
 #include <stdio.h>
@@ -77,7 +78,13 @@ int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &me);
     MPI_Comm_size(MPI_COMM_WORLD, &p);
-    osu = argc > 1 && strcmp(argv[1], "--osu") == 0;
+    const char *only = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--osu") == 0)
+            osu = 1;
+        else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+            only = argv[++i];
+    }
     vec = malloc(MAX);
     vec_out = malloc(MAX);
     block = malloc(MAX);
@@ -91,11 +98,15 @@ int main(int argc, char **argv) {
     memset(block, 1, MAX);
     memset(all, 0, (size_t)p * MAX);
     memset(send_all, 2, (size_t)p * MAX);
-    double b = measure(BARRIER, 0, 20000);
-    if (me == 0)
-        printf("barrier 0 %.4f\n", b * 1e6);
+    if (!only || strcmp(only, names[BARRIER]) == 0) {
+        double b = measure(BARRIER, 0, 20000);
+        if (me == 0)
+            printf("barrier 0 %.4f\n", b * 1e6);
+    }
     for (size_t size = 8; size <= MAX; size *= 2)
         for (int op = BCAST; op <= ALLTOALL; op++) {
+            if (only && strcmp(only, names[op]) != 0)
+                continue;
             double s = measure(op, size, iters(size));
             if (me == 0)
                 printf("%s %zu %.4f\n", names[op], size, s * 1e6);

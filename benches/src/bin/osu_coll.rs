@@ -1,4 +1,5 @@
-//! OSU-style collective latency: `weftrun -n N osu_coll [--osu] [--raw]`.
+//! OSU-style collective latency:
+//! `weftrun -n N osu_coll [--osu] [--raw] [--only NAME]`.
 //!
 //! For barrier, and for broadcast, reduce and allreduce (sums of f64) and
 //! allgather and alltoall (bytes, the size per member) from 8 B to 1 MiB,
@@ -15,7 +16,8 @@
 //!
 //! The same is done by the C program `peers/mpi_coll.c` that measures MPI
 //! libraries. Prints one table, or with `--raw` one `name size value` line
-//! per figure, the format `compare_coll.sh` reads.
+//! per figure, the format `compare_coll.sh` reads; with `--only NAME`, the
+//! figures of that measure alone (`barrier`, `broadcast`, ...).
 
 use std::time::Instant;
 
@@ -78,18 +80,27 @@ fn time(
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let raw = std::env::args().any(|a| a == "--raw");
-    let method = if std::env::args().any(|a| a == "--osu") {
+    let args: Vec<String> = std::env::args().collect();
+    let raw = args.iter().any(|a| a == "--raw");
+    let method = if args.iter().any(|a| a == "--osu") {
         Method::Osu
     } else {
         Method::Loop
     };
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|i| args.get(i + 1).ok_or("--only needs the name of a measure"))
+        .transpose()?;
+    let wanted = |name: &str| only.is_none_or(|o| o == name);
     let world = weft::init()?;
     let team = world.team();
     let p = team.size();
     let mut rows: Vec<(&str, usize, f64)> = Vec::new();
-    let secs = time(&team, method, true, 20_000, || team.barrier())?;
-    rows.push(("barrier", 0, secs * 1e6));
+    if wanted("barrier") {
+        let secs = time(&team, method, true, 20_000, || team.barrier())?;
+        rows.push(("barrier", 0, secs * 1e6));
+    }
     let mut vec = vec![1.0f64; MAX / 8];
     let block = vec![1u8; MAX];
     let mut all = vec![0u8; p * MAX];
@@ -97,21 +108,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for size in sizes {
         let n = iters(size);
         let v = &mut vec[..size / 8];
-        let s = time(&team, method, false, n, || team.broadcast(0, v))?;
-        rows.push(("broadcast", size, s * 1e6));
-        let s = time(&team, method, false, n, || team.reduce(0, v, ReduceOp::Sum))?;
-        rows.push(("reduce", size, s * 1e6));
-        let s = time(&team, method, false, n, || team.allreduce(v, ReduceOp::Sum))?;
-        rows.push(("allreduce", size, s * 1e6));
-        let b = &block[..size];
-        let s = time(&team, method, false, n, || {
-            team.allgather(b, &mut all[..p * size])
-        })?;
-        rows.push(("allgather", size, s * 1e6));
-        let send = vec![2u8; p * size];
-        let mut recv = vec![0u8; p * size];
-        let s = time(&team, method, false, n, || team.alltoall(&send, &mut recv))?;
-        rows.push(("alltoall", size, s * 1e6));
+        if wanted("broadcast") {
+            let s = time(&team, method, false, n, || team.broadcast(0, v))?;
+            rows.push(("broadcast", size, s * 1e6));
+        }
+        if wanted("reduce") {
+            let s = time(&team, method, false, n, || team.reduce(0, v, ReduceOp::Sum))?;
+            rows.push(("reduce", size, s * 1e6));
+        }
+        if wanted("allreduce") {
+            let s = time(&team, method, false, n, || team.allreduce(v, ReduceOp::Sum))?;
+            rows.push(("allreduce", size, s * 1e6));
+        }
+        if wanted("allgather") {
+            let b = &block[..size];
+            let s = time(&team, method, false, n, || {
+                team.allgather(b, &mut all[..p * size])
+            })?;
+            rows.push(("allgather", size, s * 1e6));
+        }
+        if wanted("alltoall") {
+            let send = vec![2u8; p * size];
+            let mut recv = vec![0u8; p * size];
+            let s = time(&team, method, false, n, || team.alltoall(&send, &mut recv))?;
+            rows.push(("alltoall", size, s * 1e6));
+        }
     }
     if world.rank() == 0 {
         if raw {
