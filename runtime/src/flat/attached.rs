@@ -252,18 +252,20 @@ impl Pair {
 
 impl Slots {
     /// Whether members copy the blocks of a call of `sig` from each
-    /// other's buffers ([`Carry::Attached`]): allgathers, alltoalls and
-    /// allreduces (in which every member waits for every other already,
-    /// [`waits`]).
+    /// other's buffers ([`Carry::Attached`]): allgathers and alltoalls whose
+    /// blocks exceed a slot (from [`ATTACH_BLOCK`]; when crowded,
+    /// allgathers from [`CROWDED_ATTACH_BLOCK`]), and when crowded
+    /// allreduces from [`ATTACH_VECTOR`] (in which every member waits for
+    /// every other already, [`waits`]).
     pub(super) fn attaches(&self, sig: &Signature) -> bool {
-        let from = match sig.collective {
-            Collective::Alltoall if self.crowded && sig.bytes > self.data => ATTACH_BLOCK,
-            Collective::Allgather | Collective::Alltoall if self.crowded => CROWDED_ATTACH_BLOCK,
-            Collective::Allgather | Collective::Alltoall => ATTACH_BLOCK,
-            Collective::Allreduce if self.crowded => ATTACH_VECTOR,
-            _ => return false,
+        let b = sig.bytes;
+        let attached = match sig.collective {
+            Collective::Allgather if self.crowded => b >= CROWDED_ATTACH_BLOCK,
+            Collective::Allgather | Collective::Alltoall => b > self.data && b >= ATTACH_BLOCK,
+            Collective::Allreduce if self.crowded => b >= ATTACH_VECTOR,
+            _ => false,
         };
-        self.attach && sig.bytes >= from
+        self.attach && attached
     }
 
     /// The bytes of an attached allreduce's vector that `member` folds

@@ -188,22 +188,29 @@ const WIDE_PIECE: usize = 8 << 10;
 const PULL_FROM: usize = 4 << 10;
 /// Smallest block of an allgather or alltoall that members copy from
 /// each other's buffers (cross-memory attach) instead of through the
-/// slots or the general path ([`Slots::attaches`]): one copy instead of
-/// two, but a wait for the copies out of each member's buffers (a second
-/// wait for every member, when these were measured). On an Intel Xeon, alternated
-/// with the slots (medians of 6), 2 PEs took 0.81-0.91x the time at
-/// 32-128 KiB, but a 16 KiB allgather 1.13x...
+/// general path ([`Slots::attaches`]), if it exceeds a slot: one copy
+/// instead of the slots' two, but a wait for the copies out of each
+/// member's buffers. On an Intel Xeon, alternated with the slots (medians
+/// of 6), 2 PEs took 0.81-0.91x the time at 32-128 KiB, but a 16 KiB
+/// allgather 1.13x. On an AMD EPYC (Zen 4), alternated in one run (medians
+/// of 8 rounds), blocks that fit a slot took 0.47-0.63x the time through
+/// the slots at 2 PEs back to back (32-64 KiB allgathers and alltoalls),
+/// 0.57-0.92x OSU's way, with a shared cache; across dies 32 KiB took
+/// 0.49-0.74x, 64 KiB 0.72-0.86x (allgathers in runs of one way alone 8.0-8.5
+/// µs against 10.0-10.4), so those stay in the slots. When the PEs
+/// outnumber the cores, an alltoall whose blocks exceed a slot is attached
+/// from here: against its parts, 36-48 KiB took 0.69-0.72x the time back to
+/// back and 0.53-0.69x timed OSU's way at 4 PEs on 2 cores on the Xeon, and
+/// on the EPYC parts lost at 3 and 5-8 PEs (40-128 KiB: 1.1-2.2x the time)
+/// though they won at 4 (0.67-0.91x)...
 const ATTACH_BLOCK: usize = 32 << 10;
-/// ...and when the PEs outnumber the cores: at 4 PEs on 2 cores 64-128
-/// KiB took 0.54-0.71x the time, 16 KiB 1.3-1.7x and 32 KiB 1.04-1.07x.
-/// An alltoall whose blocks exceed a slot is attached from
-/// [`ATTACH_BLOCK`] all the same: against its parts, 36-48 KiB took
-/// 0.69-0.72x the time back to back and 0.53-0.69x timed OSU's way at 4
-/// PEs on 2 cores (0.85-0.90x Open MPI's, where the parts took 1.3-1.6x),
-/// 32-48 KiB 0.53-0.62x and 0.68-0.72x at 8 PEs. Allgathers, whose parts
-/// are pulled, lost there (4 PEs, 36-48 KiB: 1.06-1.18x back to back,
-/// 1.23-1.32x OSU's way).
-const CROWDED_ATTACH_BLOCK: usize = 64 << 10;
+/// ...and an allgather from here, whose parts are pulled: against them, on
+/// the EPYC, at 3-8 PEs on 2 cores 64-128 KiB took 1.2-1.7x the time
+/// attached (parts 0.58-0.82x), but 256 KiB-1 MiB in parts 0.98-1.26x
+/// (alternated in one run, medians of 6-8 rounds; on the Xeon 64-128 KiB
+/// attached had taken 0.54-0.71x the time of the general path, which the
+/// parts then did not reach).
+const CROWDED_ATTACH_BLOCK: usize = 256 << 10;
 /// Smallest block of an attached allgather or alltoall that a member
 /// writes into another's output when that member has not taken the copy
 /// yet ([`Region::attached`]); smaller blocks are only read by the member
@@ -624,9 +631,9 @@ impl Region {
     }
 
     /// How a call of `sig` runs on the flat path, if it does: attached (an
-    /// allgather or alltoall of blocks from [`ATTACH_BLOCK`], or when
-    /// crowded [`CROWDED_ATTACH_BLOCK`] unless an alltoall's blocks exceed
-    /// a slot, and when crowded an allreduce from
+    /// allgather or alltoall of blocks that exceed a slot, from
+    /// [`ATTACH_BLOCK`], or when crowded an allgather from
+    /// [`CROWDED_ATTACH_BLOCK`] and an allreduce from
     /// [`ATTACH_VECTOR`], if the members may read each other's memory:
     /// [`Carry::Attached`]); in one part when its blocks fit a slot, pulled
     /// when crowded from [`PULL_FROM`] ([`Carry::Pulled`]); when crowded, a
@@ -651,8 +658,9 @@ impl Region {
     /// µs against 11-13 in the 4 runs where it took 400-500 ns: flat, every
     /// line crosses twice, where the attach read blocks that had not
     /// changed since the last call from its own cache. So blocks that fit
-    /// a slot take the flat path, and larger ones keep the general path
-    /// when not crowded: in parts, 128 KiB-1 MiB allgathers took
+    /// a slot go through it (on a Zen 4 host, across dies too, now that
+    /// writers stream: [`ATTACH_BLOCK`]), and larger ones are attached or
+    /// keep the general path when not crowded: in parts, 128 KiB-1 MiB allgathers took
     /// 0.56-0.83x its time in the fast placement, 1.8-2.1x in the slow
     /// one. A broadcast's tree
     /// forwards the data while the root's next call starts (at 2 PEs a
@@ -672,11 +680,11 @@ impl Region {
         // calls, whose path takes this inlined: with those tests in it, the
         // path grew until the compiler made calls of its helpers, and 2-PE
         // 8 B broadcasts took 1.1x the time.
-        let pushed_whole = s.data.min(if crowded {
-            PULL_FROM - 1
+        let pushed_whole = if crowded {
+            s.data.min(PULL_FROM - 1)
         } else {
-            ATTACH_BLOCK - 1
-        });
+            s.data
+        };
         if sig.bytes > pushed_whole {
             return self.larger_parts(sig, crowded);
         }
