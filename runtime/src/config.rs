@@ -21,6 +21,20 @@ pub enum TransportChoice {
     Verbs,
 }
 
+/// How the one-node collectives' writers store large blocks into memory
+/// that other processes read (`WEFT_STREAMING`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamingChoice {
+    /// Cached stores, timed now and then; non-temporal stores for a while
+    /// once the cached ones run slow, as they do when the cores lie on
+    /// different dies (a virtual machine's host may move them there).
+    Auto,
+    /// Non-temporal stores always.
+    Always,
+    /// Cached stores always.
+    Never,
+}
+
 /// The runtime's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -48,6 +62,10 @@ pub struct Config {
     /// `WEFT_SINGLE_COPY`: rendezvous receivers copy straight out of the
     /// sender's memory (`auto`) or always have the sender push the bytes (`off`).
     pub single_copy: bool,
+    /// `WEFT_STREAMING`: how the one-node collectives' writers store blocks
+    /// from 2 KiB that other processes read: `auto`, `always` or `never`
+    /// non-temporal stores.
+    pub streaming: StreamingChoice,
     /// Algorithms forced by `WEFT_COLL_<OPERATION>=<algorithm>` (e.g.
     /// `WEFT_COLL_ALLREDUCE=ring`); the others are chosen by team and
     /// message size.
@@ -101,6 +119,15 @@ impl Config {
             eager_limit: size(get, "WEFT_EAGER_LIMIT", DEFAULT_EAGER_LIMIT, true)?,
             progress_thread: choice(get, "WEFT_PROGRESS_THREAD", &[("0", false), ("1", true)])?,
             single_copy: choice(get, "WEFT_SINGLE_COPY", &[("auto", true), ("off", false)])?,
+            streaming: choice(
+                get,
+                "WEFT_STREAMING",
+                &[
+                    ("auto", StreamingChoice::Auto),
+                    ("always", StreamingChoice::Always),
+                    ("never", StreamingChoice::Never),
+                ],
+            )?,
             collective_algorithms: collective_algorithms(get)?,
         })
     }
@@ -288,6 +315,25 @@ mod tests {
         assert!(
             e.contains("WEFT_COLL_BARRIER") && e.contains("dissemination"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn streaming_setting() {
+        let c = Config::from_lookup(|_| None).unwrap();
+        assert_eq!(c.streaming, StreamingChoice::Auto);
+        for (value, want) in [
+            ("always", StreamingChoice::Always),
+            ("never", StreamingChoice::Never),
+        ] {
+            let c = Config::from_lookup(|k| (k == "WEFT_STREAMING").then(|| value.into())).unwrap();
+            assert_eq!(c.streaming, want);
+        }
+        let err = Config::from_lookup(|k| (k == "WEFT_STREAMING").then(|| "often".into()));
+        let err = err.unwrap_err().to_string();
+        assert!(
+            err.contains("WEFT_STREAMING") && err.contains("always"),
+            "{err}"
         );
     }
 

@@ -98,7 +98,10 @@ impl World {
         let wants = flat.is_some() && config.single_copy;
         let lanes = (&wiring.lanes[..], &wiring.route[..]);
         let attach = agree_on_attach(&mut boot, lanes, heap.0, wants).map_err(|c| fail(rank, c))?;
-        let flat = flat.map(|peers| flat::Region::new(&peers, rank, wiring.oversubscribed, attach));
+        let flat = flat.map(|peers| {
+            let crowded = wiring.oversubscribed;
+            flat::Region::new(&peers, rank, crowded, attach, config.streaming)
+        });
         let engine = Arc::new(Engine::new(
             rank,
             size,

@@ -43,6 +43,12 @@ fn every_collective_and_type_on_every_team() {
     ] {
         coll(&["all"], 3, env);
     }
+    // Every block the flat path may stream streamed (by default only while
+    // cached stores run slow): the slots' blocks and, at 4 ranks on 2
+    // cores, the attached allreduce's stores into the members' vectors.
+    for n in ranks([2, 4]) {
+        coll(&["all"], n, &[("WEFT_STREAMING", "always")]);
+    }
 }
 
 #[test]

@@ -104,6 +104,7 @@ use weft_collectives::op::Combiner;
 use weft_collectives::{Collective, Signature};
 use weft_transport::{AtomicOp, AtomicWidth, TransportError};
 
+use crate::config::StreamingChoice;
 use crate::error::{Cause, Result};
 use crate::progress::coll::describe;
 use crate::progress::Watch;
@@ -120,7 +121,7 @@ use layout::differ_text;
 pub(crate) use layout::region_size;
 use layout::{data_sets, data_size, head_sets, heads_at, slot_size, wide_at, Stamp};
 use ledger::GENERAL;
-use stores::{claim, claims, Streaming};
+use stores::{claim, claims, Store, Streaming, STREAMED};
 
 thread_local! {
     /// A member's fold of the members before it, for a reduction on the
@@ -139,8 +140,9 @@ const PUSH_LIMIT: usize = 96 * 1024;
 /// Largest vector of a reduce or allreduce that runs on the flat path in
 /// parts when it does not fit a slot...
 const PARTS_LIMIT: usize = 1 << 20;
-/// ...of an allreduce, or a block of an allgather or alltoall, when the
-/// PEs outnumber the cores. The general path then waits for peers to be
+/// ...of a block of an allgather or alltoall, when the PEs outnumber the
+/// cores (an allreduce's parts, up to [`PARTS_LIMIT`], are then for
+/// vectors not attached: [`FOLDED_IN_PARTS`]). The general path then waits for peers to be
 /// scheduled: a member's rendezvous send is done only once its receiver
 /// has run and copied it, where a flat call's writer is done once it has
 /// written. At 4 PEs on 2 cores, rounds alternated in one run, in parts
@@ -228,9 +230,24 @@ const WRITE_FROM: usize = 256 << 10;
 /// member's chunk folded, then whether the reads went well): at 4 PEs on
 /// 2 cores, against the general path, 128 KiB took 0.76x the time and
 /// 256 KiB-1 MiB 0.93-0.96x; against the slots' parts, 64 KiB 1.16x and
-/// 128 KiB 0.98x. Not crowded, the parts win (2 PEs: attached 1.5-2.3x
-/// their time at 64 KiB-1 MiB).
+/// 128 KiB 0.98x (on an Intel Xeon). Not crowded, the parts win (2 PEs:
+/// attached 1.5-2.3x their time at 64 KiB-1 MiB)...
 const ATTACH_VECTOR: usize = 128 << 10;
+/// ...and only if each member would fold more than this many bytes of the
+/// others' vectors in parts (the vector's bytes x the other members). On
+/// an AMD EPYC (Zen 4), alternated in one run (medians of 6 rounds), the
+/// parts took 0.51-0.88x the attached call's time at 3 PEs on 2 cores
+/// (128-512 KiB), at 4 PEs 0.59-0.71x at 128 KiB and 0.77-0.95x at 256 KiB
+/// with a shared cache, 0.45-0.61x across dies, at 8 PEs 0.91-0.95x at 128
+/// KiB; but 1.19-1.33x at 8 PEs and 256 KiB, 1.13-1.28x at 4 PEs and 1 MiB
+/// (0.66-0.71x across dies then, where attached members now stream:
+/// [`Region::attached`]), and at 4 PEs and 512 KiB as long.
+const FOLDED_IN_PARTS: usize = 1 << 20;
+/// Attached allreduces whose members store into their own vectors by
+/// non-temporal stores once cached ones ran slow ([`Region::attached`]),
+/// before timing cached ones again: 0.1-1 s of calls from 1 MiB at 4 PEs on
+/// 2 cores.
+const STREAMED_VECTORS: usize = 256;
 /// An attached call's block in every part: two words, the addresses in
 /// the writer's process of its input and its output (part 0; an
 /// allreduce's vector twice), or whether its copies failed and a zero (the
@@ -519,6 +536,9 @@ pub(crate) struct Region {
     /// How this PE copies blocks from 2 KiB into slots: cached, or
     /// streamed while cached copies run slow.
     streaming: Streaming,
+    /// How this PE stores into its own vector in an attached allreduce
+    /// ([`Region::attached`]).
+    vectors: Streaming,
 }
 
 /// The slots of a flat region (copied into general runs, which watch them).
@@ -589,7 +609,13 @@ impl Region {
     /// used, and be written at these offsets only by this module. Every
     /// member must say the same of whether the node's PEs are `crowded`
     /// (outnumber its cores).
-    pub(crate) fn new(peers: &[usize], me: usize, crowded: bool, attach: bool) -> Region {
+    pub(crate) fn new(
+        peers: &[usize],
+        me: usize,
+        crowded: bool,
+        attach: bool,
+        streaming: StreamingChoice,
+    ) -> Region {
         let p = peers.len();
         assert!(p <= MAX_MEMBERS && me < p);
         let (heads, head, inline) = if crowded {
@@ -624,7 +650,8 @@ impl Region {
             agreed: std::array::from_fn(|_| AtomicU64::new(0)),
             retry: std::array::from_fn(|_| AtomicU64::new(0)),
             claims: claims(),
-            streaming: Streaming::default(),
+            streaming: Streaming::new(streaming, STREAMED),
+            vectors: Streaming::new(streaming, STREAMED_VECTORS),
         };
         region.slots.populate();
         region
@@ -633,14 +660,14 @@ impl Region {
     /// How a call of `sig` runs on the flat path, if it does: attached (an
     /// allgather or alltoall of blocks that exceed a slot, from
     /// [`ATTACH_BLOCK`], or when crowded an allgather from
-    /// [`CROWDED_ATTACH_BLOCK`] and an allreduce from
-    /// [`ATTACH_VECTOR`], if the members may read each other's memory:
+    /// [`CROWDED_ATTACH_BLOCK`] and an allreduce from [`ATTACH_VECTOR`]
+    /// past [`FOLDED_IN_PARTS`], if the members may read each other's memory:
     /// [`Carry::Attached`]); in one part when its blocks fit a slot, pulled
     /// when crowded from [`PULL_FROM`] ([`Carry::Pulled`]); when crowded, a
     /// larger broadcast up to [`WIDE`] in one part through its root's wide
-    /// slot ([`Carry::Wide`]); a larger reduce, an allreduce unless the
-    /// PEs are `crowded` (more than the cores), and when they are an
-    /// allreduce, an allgather or an alltoall, in parts of whole elements
+    /// slot ([`Carry::Wide`]); a larger reduce or allreduce, and when the
+    /// PEs are `crowded` (more than the cores) an allgather or an
+    /// alltoall, in parts of whole elements
     /// that do, each a call of its own number (an element's result depends
     /// on that element alone; part `k` of an allgather or alltoall is the
     /// same bytes of every block), up to [`PARTS_LIMIT`] (or
@@ -735,11 +762,8 @@ impl Region {
             });
         }
         let limit = match sig.collective {
-            Collective::Reduce => PARTS_LIMIT,
-            Collective::Allreduce if !crowded => PARTS_LIMIT,
-            Collective::Allreduce | Collective::Allgather | Collective::Alltoall if crowded => {
-                CROWDED_PARTS_LIMIT
-            }
+            Collective::Reduce | Collective::Allreduce => PARTS_LIMIT,
+            Collective::Allgather | Collective::Alltoall if crowded => CROWDED_PARTS_LIMIT,
             _ => 0,
         };
         let chunk = s.data / sig.elem.max(1) * sig.elem;

@@ -136,30 +136,34 @@ const SLOW_RATE: usize = 4;
 /// reduce's blocks), or the other member wrote the same slot (with 2 in a
 /// row, 2-8 KiB calls so turned to streaming with a shared cache).
 const SLOW_IN_ROW: usize = 6;
-/// Blocks written with non-temporal stores after slow cached copies,
-/// before cached copies are timed again: the host moves virtual CPUs
-/// between dies every few seconds or minutes.
-const STREAMED: usize = 16 << 10;
+/// Blocks written into slots with non-temporal stores after slow cached
+/// copies, before cached copies are timed again: the host moves virtual
+/// CPUs between dies every few seconds or minutes.
+pub(super) const STREAMED: usize = 16 << 10;
 
 /// How a member copies blocks from [`STREAM_FROM`] into slots (the
-/// others', its own slot that they pull from, its wide slot): by cached
-/// stores, timing one in [`TIMED_ONE_IN`], and after [`SLOW_IN_ROW`] timed
-/// ones in a row ran slower than [`SLOW_RATE`], by non-temporal stores
-/// ([`weft_copy::copy_streaming`]) for the next [`STREAMED`] blocks.
-/// Non-temporal stores send the lines to memory and drop the readers'
-/// copies without waiting for them, and the readers then read them from
-/// memory: much the same speed wherever the host places the cores, where
-/// cached stores are faster with a shared cache and several times slower
-/// across dies (a two-process ring of 64 KiB slots: 15-37 µs a block by
-/// `memcpy` across dies, 4-6 µs streamed either way).
+/// others', its own slot that they pull from, its wide slot), and how an
+/// attached allreduce stores into its own vector ([`Region::attached`]),
+/// unless `WEFT_STREAMING` says always or never: by cached stores, timing one in [`TIMED_ONE_IN`], and after
+/// [`SLOW_IN_ROW`] timed ones in a row ran slower than [`SLOW_RATE`], by
+/// non-temporal stores ([`weft_copy::copy_streaming`]) for the next
+/// `streamed` blocks. Non-temporal stores send the lines to memory and
+/// drop the readers' copies without waiting for them, and the readers then
+/// read them from memory: much the same speed wherever the host places the
+/// cores, where cached stores are faster with a shared cache and several
+/// times slower across dies (a two-process ring of 64 KiB slots: 15-37 µs
+/// a block by `memcpy` across dies, 4-6 µs streamed either way).
 ///
 /// Cached copies are timed only into slots that this PE last wrote by
 /// cached stores: its first writes of a slot's pages fault, and its
 /// first cached writes after streaming find none of the lines in its own
 /// cache, which a writer that keeps writing a slot mostly does (the
 /// reader only shares them), so those run slow wherever the cores lie.
-#[derive(Default)]
 pub(super) struct Streaming {
+    /// `WEFT_STREAMING`.
+    choice: StreamingChoice,
+    /// Blocks to stream once cached copies ran slow.
+    streamed: usize,
     /// Blocks still to stream before copying by cached stores again.
     left: AtomicUsize,
     /// The first call whose cached copy may be timed: the sets of slots
@@ -171,11 +175,89 @@ pub(super) struct Streaming {
     slow: AtomicUsize,
 }
 
+/// How [`Streaming`] has a block stored.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Store {
+    /// By cached stores.
+    Cached,
+    /// By cached stores, timed ([`Streaming::note`]).
+    Timed,
+    /// By non-temporal stores.
+    Streamed,
+}
+
 impl Streaming {
+    /// Copies by cached stores until they run slow, then streams
+    /// `streamed` blocks (with `choice` [`StreamingChoice::Auto`]).
+    pub(super) fn new(choice: StreamingChoice, streamed: usize) -> Streaming {
+        Streaming {
+            choice,
+            streamed,
+            left: AtomicUsize::new(0),
+            timed_from: AtomicU64::new(0),
+            cached: AtomicUsize::new(0),
+            slow: AtomicUsize::new(0),
+        }
+    }
+
+    /// How to store the next block from [`STREAM_FROM`], that of call `n`
+    /// into storage whose call `n` comes round again `sets` calls later
+    /// (a slot's set; its first cached block of each is not timed). One
+    /// thread at a time stores a team's calls; an update lost to another
+    /// thread only changes how a block is stored.
+    #[inline(always)]
+    pub(super) fn store(&self, n: u64, sets: u64) -> Store {
+        match self.choice {
+            StreamingChoice::Auto => {}
+            StreamingChoice::Always => return Store::Streamed,
+            StreamingChoice::Never => return Store::Cached,
+        }
+        let left = self.left.load(Ordering::Relaxed);
+        if left > 0 {
+            self.left.store(left - 1, Ordering::Relaxed);
+            if left == 1 {
+                self.timed_from.store(n + 1 + sets, Ordering::Relaxed);
+            }
+            return Store::Streamed;
+        }
+        let cached = self.cached.load(Ordering::Relaxed).wrapping_add(1);
+        self.cached.store(cached, Ordering::Relaxed);
+        if cached % TIMED_ONE_IN != 0 || n < self.timed_from.load(Ordering::Relaxed).max(sets) {
+            return Store::Cached;
+        }
+        Store::Timed
+    }
+
+    /// Whether blocks are being streamed, without counting one.
+    pub(super) fn streams(&self) -> bool {
+        match self.choice {
+            StreamingChoice::Auto => self.left.load(Ordering::Relaxed) > 0,
+            StreamingChoice::Always => true,
+            StreamingChoice::Never => false,
+        }
+    }
+
+    /// Notes that a [`Store::Timed`] block of `bytes` took from `start` to
+    /// now, turning to streaming after [`SLOW_IN_ROW`] slow ones in a row.
+    #[inline(never)]
+    pub(super) fn note(&self, bytes: usize, start: Instant) {
+        let nanos = usize::try_from(start.elapsed().as_nanos()).unwrap_or(usize::MAX);
+        if nanos.saturating_mul(SLOW_RATE) <= bytes {
+            self.slow.store(0, Ordering::Relaxed);
+            return;
+        }
+        let slow = self.slow.load(Ordering::Relaxed) + 1;
+        if slow < SLOW_IN_ROW {
+            self.slow.store(slow, Ordering::Relaxed);
+        } else {
+            self.slow.store(0, Ordering::Relaxed);
+            self.left.store(self.streamed, Ordering::Relaxed);
+        }
+    }
+
     /// Copies `from` into the slot of call `n` at `to` (16-byte aligned),
-    /// the slots of each set taking `sets` calls to come round again.
-    /// One thread at a time writes a team's calls; an update lost to
-    /// another thread only changes how a block is copied.
+    /// the slots of each set taking `sets` calls to come round again, as
+    /// [`Streaming::store`] says.
     ///
     /// # Safety
     /// As for [`copy_forward`].
@@ -186,28 +268,18 @@ impl Streaming {
             // SAFETY: the caller's promise.
             return unsafe { copy_forward(from, to) };
         }
-        let left = self.left.load(Ordering::Relaxed);
-        if left > 0 {
-            self.left.store(left - 1, Ordering::Relaxed);
-            if left == 1 {
-                self.timed_from.store(n + 1 + sets, Ordering::Relaxed);
-            }
+        match self.store(n, sets) {
             // SAFETY: the caller's promise.
-            return unsafe { weft_copy::copy_streaming(from.as_ptr(), to, len) };
-        }
-        let cached = self.cached.load(Ordering::Relaxed).wrapping_add(1);
-        self.cached.store(cached, Ordering::Relaxed);
-        if cached % TIMED_ONE_IN != 0 || n < self.timed_from.load(Ordering::Relaxed).max(sets) {
+            Store::Streamed => unsafe { weft_copy::copy_streaming(from.as_ptr(), to, len) },
             // SAFETY: the caller's promise.
-            return unsafe { copy_forward(from, to) };
+            Store::Cached => unsafe { copy_forward(from, to) },
+            // SAFETY: the caller's promise.
+            Store::Timed => unsafe { self.timed(from, to) },
         }
-        // SAFETY: the caller's promise.
-        unsafe { self.timed(from, to) }
     }
 
-    /// Copies `from` to `to` by cached stores and notes whether the copy
-    /// ran slow, turning to streaming after [`SLOW_IN_ROW`] in a row. Out
-    /// of line: one copy in [`TIMED_ONE_IN`] takes it, and the inlined
+    /// Copies `from` to `to` by cached stores and notes how long it took.
+    /// Out of line: one copy in [`TIMED_ONE_IN`] takes it, and the inlined
     /// copies of [`Streaming::copy`] in the calls' paths stay short.
     ///
     /// # Safety
@@ -217,18 +289,7 @@ impl Streaming {
         let start = Instant::now();
         // SAFETY: the caller's promise.
         unsafe { copy_forward(from, to) };
-        let nanos = usize::try_from(start.elapsed().as_nanos()).unwrap_or(usize::MAX);
-        if nanos.saturating_mul(SLOW_RATE) <= from.len() {
-            self.slow.store(0, Ordering::Relaxed);
-            return;
-        }
-        let slow = self.slow.load(Ordering::Relaxed) + 1;
-        if slow < SLOW_IN_ROW {
-            self.slow.store(slow, Ordering::Relaxed);
-        } else {
-            self.slow.store(0, Ordering::Relaxed);
-            self.left.store(STREAMED, Ordering::Relaxed);
-        }
+        self.note(from.len(), start);
     }
 }
 
@@ -285,7 +346,7 @@ mod tests {
         let block: Vec<u8> = (0..STREAM_FROM + 100).map(|k| (k % 253) as u8).collect();
         let mut slot = vec![0u8; block.len() + 2 * LINE];
         let at = slot.as_ptr().align_offset(LINE);
-        let streaming = Streaming::default();
+        let streaming = Streaming::new(StreamingChoice::Auto, STREAMED);
         streaming.left.store(2, Ordering::Relaxed);
         for n in 10..14 {
             slot.fill(0);
@@ -296,5 +357,40 @@ mod tests {
         }
         assert_eq!(streaming.left.load(Ordering::Relaxed), 0);
         assert_eq!(streaming.timed_from.load(Ordering::Relaxed), 11 + 1 + sets);
+    }
+
+    /// Slow timed copies in a row turn to streaming for `streamed` blocks,
+    /// a fast one breaks the row; `always` and `never` hold whatever the
+    /// timings.
+    #[test]
+    fn slow_copies_turn_to_streaming_unless_told() {
+        let slow = || Instant::now() - std::time::Duration::from_millis(1);
+        let auto = Streaming::new(StreamingChoice::Auto, 3);
+        for _ in 1..SLOW_IN_ROW {
+            auto.note(1 << 20, slow());
+        }
+        auto.note(
+            1 << 20,
+            Instant::now() + std::time::Duration::from_millis(1),
+        );
+        assert!(!auto.streams(), "a fast copy breaks the row");
+        for _ in 0..SLOW_IN_ROW {
+            auto.note(1 << 20, slow());
+        }
+        assert!(auto.streams());
+        let stores: Vec<Store> = (100..104).map(|n| auto.store(n, 1)).collect();
+        assert_eq!(stores[..3], [Store::Streamed; 3]);
+        assert_ne!(stores[3], Store::Streamed);
+        for (choice, store) in [
+            (StreamingChoice::Always, Store::Streamed),
+            (StreamingChoice::Never, Store::Cached),
+        ] {
+            let fixed = Streaming::new(choice, 3);
+            for n in 0..2 * TIMED_ONE_IN as u64 {
+                assert_eq!(fixed.store(n, 1), store);
+                fixed.note(1 << 20, slow());
+            }
+            assert_eq!(fixed.streams(), store == Store::Streamed);
+        }
     }
 }
