@@ -213,17 +213,6 @@ const ATTACH_BLOCK: usize = 32 << 10;
 /// attached had taken 0.54-0.71x the time of the general path, which the
 /// parts then did not reach).
 const CROWDED_ATTACH_BLOCK: usize = 256 << 10;
-/// Most bytes of the others' blocks that one member receives in an
-/// allgather or alltoall that runs in parts through the slots when the PEs
-/// do not outnumber the cores (a block's bytes x the other members);
-/// larger ones are attached. At 2 PEs on the Zen 4 host, alternated in one
-/// run (medians of 6 rounds), the parts took 0.68-0.77x the attached
-/// call's time at 128-256 KiB, 0.82-0.93x at 512 KiB and 0.85-0.97x at 1
-/// MiB with a shared cache, where cross-memory attach copies at about 10
-/// GB/s and a cached copy at about 25; across dies, where the parts
-/// stream, 1.07-1.13x at 128-512 KiB and 1.13-1.24x at 1 MiB. Measured at
-/// 2 PEs only (the only team not crowded on 2 cores).
-const EXCHANGED_IN_PARTS: usize = 512 << 10;
 /// Smallest block of an attached allgather or alltoall that a member
 /// writes into another's output when that member has not taken the copy
 /// yet ([`Region::attached`]); smaller blocks are only read by the member
@@ -670,20 +659,19 @@ impl Region {
 
     /// How a call of `sig` runs on the flat path, if it does: attached (an
     /// allgather or alltoall of blocks that exceed a slot, from
-    /// [`ATTACH_BLOCK`] and, when not crowded, past [`EXCHANGED_IN_PARTS`],
-    /// or when crowded an allgather from [`CROWDED_ATTACH_BLOCK`] and an
-    /// allreduce from [`ATTACH_VECTOR`] past [`FOLDED_IN_PARTS`], if the
-    /// members may read each other's memory: [`Carry::Attached`]); in one
-    /// part when its blocks fit a slot, pulled when crowded from
-    /// [`PULL_FROM`] ([`Carry::Pulled`]); when crowded, a larger broadcast
-    /// up to [`WIDE`] in one part through its root's wide slot
-    /// ([`Carry::Wide`]); a larger reduce, allreduce, allgather or alltoall
-    /// in parts of whole elements that do, each a call of its own number
-    /// (an element's result depends on that element alone; part `k` of an
-    /// allgather or alltoall is the same bytes of every block), up to
-    /// [`PARTS_LIMIT`] (crowded allgathers and alltoalls
-    /// [`CROWDED_PARTS_LIMIT`]) and [`PARTS_THROUGH_ONE`] (allgathers and
-    /// alltoalls not crowded [`EXCHANGED_IN_PARTS`]).
+    /// [`ATTACH_BLOCK`], or when crowded an allgather from
+    /// [`CROWDED_ATTACH_BLOCK`] and an allreduce from [`ATTACH_VECTOR`]
+    /// past [`FOLDED_IN_PARTS`], if the members may read each other's memory:
+    /// [`Carry::Attached`]); in one part when its blocks fit a slot, pulled
+    /// when crowded from [`PULL_FROM`] ([`Carry::Pulled`]); when crowded, a
+    /// larger broadcast up to [`WIDE`] in one part through its root's wide
+    /// slot ([`Carry::Wide`]); a larger reduce or allreduce, and when the
+    /// PEs are `crowded` (more than the cores) an allgather or an
+    /// alltoall, in parts of whole elements
+    /// that do, each a call of its own number (an element's result depends
+    /// on that element alone; part `k` of an allgather or alltoall is the
+    /// same bytes of every block), up to [`PARTS_LIMIT`] (or
+    /// [`CROWDED_PARTS_LIMIT`]) and [`PARTS_THROUGH_ONE`].
     ///
     /// An allgather's or alltoall's blocks are copied twice on the flat
     /// path (into the slot, out of it) against once by the general path's
@@ -698,11 +686,10 @@ impl Region {
     /// line crosses twice, where the attach read blocks that had not
     /// changed since the last call from its own cache. So blocks that fit
     /// a slot go through it (on a Zen 4 host, across dies too, now that
-    /// writers stream: [`ATTACH_BLOCK`]), and larger ones run in parts
-    /// up to [`EXCHANGED_IN_PARTS`], which on the Zen 3 host took
-    /// 0.56-0.83x the general path's time at 128 KiB-1 MiB in the fast
-    /// placement, 1.8-2.1x in the slow one (before writers streamed), and
-    /// beyond are attached. A broadcast's tree
+    /// writers stream: [`ATTACH_BLOCK`]), and larger ones are attached or
+    /// keep the general path when not crowded: in parts, 128 KiB-1 MiB allgathers took
+    /// 0.56-0.83x its time in the fast placement, 1.8-2.1x in the slow
+    /// one. A broadcast's tree
     /// forwards the data while the root's next call starts (at 2 PEs a
     /// 256 KiB broadcast took 27 µs in parts, 22 µs whole). Crowded, the
     /// general path waits for members to be scheduled at every step: a
@@ -774,16 +761,13 @@ impl Region {
                 carry,
             });
         }
-        let (limit, through_one) = match sig.collective {
-            Collective::Reduce | Collective::Allreduce => (PARTS_LIMIT, PARTS_THROUGH_ONE),
-            Collective::Allgather | Collective::Alltoall if crowded => {
-                (CROWDED_PARTS_LIMIT, PARTS_THROUGH_ONE)
-            }
-            Collective::Allgather | Collective::Alltoall => (PARTS_LIMIT, EXCHANGED_IN_PARTS),
-            _ => (0, 0),
+        let limit = match sig.collective {
+            Collective::Reduce | Collective::Allreduce => PARTS_LIMIT,
+            Collective::Allgather | Collective::Alltoall if crowded => CROWDED_PARTS_LIMIT,
+            _ => 0,
         };
         let chunk = s.data / sig.elem.max(1) * sig.elem;
-        let small = sig.bytes <= limit && sig.bytes * (s.p - 1) <= through_one;
+        let small = sig.bytes <= limit && sig.bytes * (s.p - 1) <= PARTS_THROUGH_ONE;
         (small && chunk > 0).then(|| Parts {
             count: sig.bytes.div_ceil(chunk),
             chunk,

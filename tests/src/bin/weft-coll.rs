@@ -703,9 +703,9 @@ fn die(world: &World, large: bool) -> Check {
     let named = |c: &Cause| c.to_string().contains(&gone);
     if large {
         // Blocks that the world team's members copy from each other's
-        // buffers (cross-memory attach) on one node, at 2 ranks too.
-        let send = vec![1u64; n * 70_000];
-        let mut out = vec![0u64; n * 70_000];
+        // buffers (cross-memory attach) on one node.
+        let send = vec![1u64; n * 12_000];
+        let mut out = vec![0u64; n * 12_000];
         expect_cause(world.team().alltoall(&send, &mut out), "alltoall", named)?;
     } else {
         let mut d = [1u64; 16];
