@@ -142,7 +142,7 @@ impl Region {
         read: impl Fn(usize, usize, &mut [u8]) -> Result<(), Cause>,
     ) -> Result<(), Cause> {
         let (p, me) = (self.slots.p, self.slots.me);
-        let others = (1..p).map(|k| (me + k) % p);
+        let mut others = (1..p).map(|k| (me + k) % p);
         // A call's three numbers: the call after streaming is not timed.
         let store = self.vectors.store(c.n, 3);
         if store == Store::Streamed {
@@ -150,7 +150,7 @@ impl Region {
             let mut kept = PREFIX.take();
             kept.resize(kept.len().max(most.unwrap_or(0).div_ceil(8)), 0);
             let buffer = bytemuck::cast_slice_mut::<u64, u8>(&mut kept);
-            let read = others.into_iter().try_for_each(|j| {
+            let read = others.try_for_each(|j| {
                 let chunk = self.slots.chunk(c.sig, j);
                 let len = chunk.len();
                 read(j, chunk.start, &mut buffer[..len])?;
@@ -164,7 +164,7 @@ impl Region {
             return read;
         }
         let start = (store == Store::Timed).then(Instant::now);
-        others.into_iter().try_for_each(|j| {
+        others.try_for_each(|j| {
             let chunk = self.slots.chunk(c.sig, j);
             read(j, chunk.start, &mut c.output[chunk])
         })?;

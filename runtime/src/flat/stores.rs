@@ -144,10 +144,10 @@ pub(super) const STREAMED: usize = 16 << 10;
 /// How a member copies blocks from [`STREAM_FROM`] into slots (the
 /// others', its own slot that they pull from, its wide slot), and how an
 /// attached allreduce stores into its own vector ([`Region::attached`]),
-/// unless `WEFT_STREAMING` says always or never: by cached stores, timing one in [`TIMED_ONE_IN`], and after
-/// [`SLOW_IN_ROW`] timed ones in a row ran slower than [`SLOW_RATE`], by
-/// non-temporal stores ([`weft_copy::copy_streaming`]) for the next
-/// `streamed` blocks. Non-temporal stores send the lines to memory and
+/// unless `WEFT_STREAMING` says always or never: by cached stores, timing
+/// one in [`TIMED_ONE_IN`], and after [`SLOW_IN_ROW`] timed ones in a row
+/// ran slower than [`SLOW_RATE`], by non-temporal stores
+/// ([`weft_copy::copy_streaming`]) for the next `streamed` blocks. Non-temporal stores send the lines to memory and
 /// drop the readers' copies without waiting for them, and the readers then
 /// read them from memory: much the same speed wherever the host places the
 /// cores, where cached stores are faster with a shared cache and several
