@@ -533,9 +533,10 @@ pub(crate) struct Region {
     /// Whether the processor takes lines for writing ahead of the stores
     /// ([`claim`]).
     claims: bool,
-    /// How this PE copies blocks from 2 KiB into slots: cached, or
-    /// streamed while cached copies run slow.
-    streaming: Streaming,
+    /// How this PE copies blocks from 2 KiB into each member's slots (its
+    /// own: its pulled and wide slots): cached, or streamed while cached
+    /// copies run slow ([`Region::copy_into`]).
+    streaming: Box<[Streaming]>,
     /// How this PE stores into its own vector in an attached allreduce
     /// ([`Region::attached`]).
     vectors: Streaming,
@@ -650,7 +651,9 @@ impl Region {
             agreed: std::array::from_fn(|_| AtomicU64::new(0)),
             retry: std::array::from_fn(|_| AtomicU64::new(0)),
             claims: claims(),
-            streaming: Streaming::new(streaming, STREAMED),
+            streaming: (0..p)
+                .map(|_| Streaming::new(streaming, STREAMED))
+                .collect(),
             vectors: Streaming::new(streaming, STREAMED_VECTORS),
         };
         region.slots.populate();
@@ -919,10 +922,7 @@ impl Region {
                 // the members read it only once they see the flags raised
                 // below, and no member reads this slot of an older call any
                 // more.
-                unsafe {
-                    self.streaming
-                        .copy(block, at as *mut u8, n, s.data_sets as u64)
-                };
+                unsafe { self.copy_into(me, block, at as *mut u8, n, s.data_sets as u64) };
             }
         }
         for j in (0..p).filter(|&j| j != me && s.pushes(sig, c.part, me, j)) {

@@ -27,7 +27,7 @@ impl Region {
             // member reads this slot of an older call any more (step 1).
             unsafe {
                 let to = (at + done) as *mut u8;
-                self.streaming.copy(piece, to, n, WIDE_SETS as u64);
+                self.copy_into(s.me, piece, to, n, WIDE_SETS as u64);
             }
             progress.store((done + piece.len()) as u64, Ordering::Release);
         }
