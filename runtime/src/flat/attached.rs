@@ -70,45 +70,41 @@ impl Region {
                 let before = &mut bytemuck::cast_slice_mut::<u64, u8>(before)[..len];
                 let out = &mut c.output[chunk.clone()];
                 // Members folded left to right, as `Region::compute`
-                // does. By cached stores: those before this one into
-                // `before`, which goes left of this PE's operand, then
-                // those after into the operand. Streamed: every member
-                // into `before` (the first other than this PE, then this
-                // PE's operand in its place), which is then streamed
-                // into the vector.
+                // does: those before this one into `before`, which goes
+                // left of this PE's operand, then those after into the
+                // accumulator: the operand in the vector, or when
+                // streamed `before`, which is then streamed into the
+                // vector.
                 let mut fold = || {
-                    if streamed {
-                        let first = usize::from(me == 0);
-                        read(first, chunk.start, before)?;
-                        if me == 0 {
-                            comb.combine(before, out, true);
-                        }
-                        for j in first + 1..p {
-                            if j == me {
-                                comb.combine(before, out, false);
-                            } else {
-                                read(j, chunk.start, theirs)?;
-                                comb.combine(before, theirs, false);
-                            }
-                        }
-                        // SAFETY: `out` and `before` hold `len` bytes each
-                        // and do not overlap (the vector, this PE's buffer).
-                        unsafe {
-                            weft_copy::copy_streaming(before.as_ptr(), out.as_mut_ptr(), len)
-                        };
-                        return Ok(());
-                    }
-                    if me > 0 {
+                    let acc: &mut [u8] = if me > 0 {
                         read(0, chunk.start, before)?;
                         for j in 1..me {
                             read(j, chunk.start, theirs)?;
                             comb.combine(before, theirs, false);
                         }
-                        comb.combine(out, before, true);
-                    }
+                        if streamed {
+                            comb.combine(before, out, false);
+                            before
+                        } else {
+                            comb.combine(out, before, true);
+                            out
+                        }
+                    } else if streamed {
+                        before.copy_from_slice(out);
+                        before
+                    } else {
+                        out
+                    };
                     for j in me + 1..p {
                         read(j, chunk.start, theirs)?;
-                        comb.combine(out, theirs, false);
+                        comb.combine(acc, theirs, false);
+                    }
+                    if streamed {
+                        // SAFETY: `out` and `before` hold `len` bytes each
+                        // and do not overlap (the vector, this PE's buffer).
+                        unsafe {
+                            weft_copy::copy_streaming(before.as_ptr(), out.as_mut_ptr(), len)
+                        };
                     }
                     Ok(())
                 };
