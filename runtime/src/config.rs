@@ -35,6 +35,21 @@ pub enum StreamingChoice {
     Never,
 }
 
+/// How the one-node allgathers and alltoalls whose blocks exceed a slot,
+/// up to 1 MiB, run when the PEs do not outnumber the cores
+/// (`WEFT_EXCHANGE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExchangeChoice {
+    /// The faster of the two ways below, as rank 0 times them (taking the
+    /// slower one now and then to time it again).
+    Auto,
+    /// Copied once, straight between the ranks' buffers (cross-memory
+    /// attach), when the kernel lets the ranks read each other's memory.
+    Attached,
+    /// Copied twice, in parts through the slots in the ranks' heaps.
+    Parts,
+}
+
 /// The runtime's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -66,6 +81,10 @@ pub struct Config {
     /// from 2 KiB that other processes read: `auto`, `always` or `never`
     /// non-temporal stores.
     pub streaming: StreamingChoice,
+    /// `WEFT_EXCHANGE`: how the one-node allgathers and alltoalls of blocks
+    /// larger than a slot, up to 1 MiB, run when the ranks do not outnumber
+    /// the cores: `auto`, `attached` or in `parts`.
+    pub exchange: ExchangeChoice,
     /// Algorithms forced by `WEFT_COLL_<OPERATION>=<algorithm>` (e.g.
     /// `WEFT_COLL_ALLREDUCE=ring`); the others are chosen by team and
     /// message size.
@@ -126,6 +145,15 @@ impl Config {
                     ("auto", StreamingChoice::Auto),
                     ("always", StreamingChoice::Always),
                     ("never", StreamingChoice::Never),
+                ],
+            )?,
+            exchange: choice(
+                get,
+                "WEFT_EXCHANGE",
+                &[
+                    ("auto", ExchangeChoice::Auto),
+                    ("attached", ExchangeChoice::Attached),
+                    ("parts", ExchangeChoice::Parts),
                 ],
             )?,
             collective_algorithms: collective_algorithms(get)?,
@@ -319,22 +347,30 @@ mod tests {
     }
 
     #[test]
-    fn streaming_setting() {
+    fn one_node_collective_settings() {
         let c = Config::from_lookup(|_| None).unwrap();
-        assert_eq!(c.streaming, StreamingChoice::Auto);
-        for (value, want) in [
-            ("always", StreamingChoice::Always),
-            ("never", StreamingChoice::Never),
-        ] {
-            let c = Config::from_lookup(|k| (k == "WEFT_STREAMING").then(|| value.into())).unwrap();
-            assert_eq!(c.streaming, want);
-        }
-        let err = Config::from_lookup(|k| (k == "WEFT_STREAMING").then(|| "often".into()));
-        let err = err.unwrap_err().to_string();
-        assert!(
-            err.contains("WEFT_STREAMING") && err.contains("always"),
-            "{err}"
+        assert_eq!(
+            (c.streaming, c.exchange),
+            (StreamingChoice::Auto, ExchangeChoice::Auto)
         );
+        for (var, value) in [
+            ("WEFT_STREAMING", "always"),
+            ("WEFT_STREAMING", "never"),
+            ("WEFT_EXCHANGE", "attached"),
+            ("WEFT_EXCHANGE", "parts"),
+        ] {
+            let c = Config::from_lookup(|k| (k == var).then(|| value.into())).unwrap();
+            let set = match var {
+                "WEFT_STREAMING" => format!("{:?}", c.streaming),
+                _ => format!("{:?}", c.exchange),
+            };
+            assert_eq!(set.to_lowercase(), value);
+        }
+        for (var, named) in [("WEFT_STREAMING", "always"), ("WEFT_EXCHANGE", "parts")] {
+            let err = Config::from_lookup(|k| (k == var).then(|| "often".into()));
+            let err = err.unwrap_err().to_string();
+            assert!(err.contains(var) && err.contains(named), "{err}");
+        }
     }
 
     #[test]

@@ -100,7 +100,14 @@ impl World {
         let attach = agree_on_attach(&mut boot, lanes, heap.0, wants).map_err(|c| fail(rank, c))?;
         let flat = flat.map(|peers| {
             let crowded = wiring.oversubscribed;
-            flat::Region::new(&peers, rank, crowded, attach, config.streaming)
+            flat::Region::new(
+                &peers,
+                rank,
+                crowded,
+                attach,
+                config.streaming,
+                config.exchange,
+            )
         });
         let engine = Arc::new(Engine::new(
             rank,

@@ -103,8 +103,9 @@ pub(super) fn data_size(p: usize) -> usize {
 }
 
 /// What a slot's header says of the call its sender is in, two words: the
-/// collective, the root (8 bits), which of the call's parts (16 bits) and
-/// the operation; the call's bytes and its element size (32 bits each).
+/// collective (7 bits) and whether the call is attached ([`ATTACHED`]),
+/// the root (8 bits), which of the call's parts (16 bits) and the
+/// operation; the call's bytes and its element size (32 bits each).
 /// Members in one call write equal stamps; a member whose stamp differs
 /// called it otherwise.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -388,17 +389,26 @@ impl Slots {
     }
 }
 
+/// The bit of a stamp's first word that says its call is attached
+/// ([`Carry::Attached`]): members that took a contested call different
+/// ways ([`Slots::contested`]) then fail it.
+const ATTACHED: u64 = 0x80;
+
 impl Stamp {
     /// The stamp of part `part` of a call of `sig`, which runs on the flat
-    /// path ([`Region::parts`]).
-    pub(super) fn new(sig: &Signature, part: usize) -> Stamp {
+    /// path ([`Region::parts`]), `attached` or not.
+    pub(super) fn new(sig: &Signature, part: usize, attached: bool) -> Stamp {
         debug_assert!(sig.root <= 0xff && part <= 0xffff);
         let coll = Collective::ALL
             .iter()
             .position(|x| *x == sig.collective)
             .unwrap_or(0) as u64;
+        let attached = if attached { ATTACHED } else { 0 };
         Stamp([
-            coll | (sig.root as u64) << 8 | (part as u64) << 16 | u64::from(sig.op) << 32,
+            coll | attached
+                | (sig.root as u64) << 8
+                | (part as u64) << 16
+                | u64::from(sig.op) << 32,
             sig.bytes as u64 | (sig.elem as u64) << 32,
         ])
     }
@@ -407,7 +417,7 @@ impl Stamp {
     pub(super) fn signature(&self) -> Option<Signature> {
         let w = self.0;
         Some(Signature {
-            collective: *Collective::ALL.get((w[0] & 0xff) as usize)?,
+            collective: *Collective::ALL.get((w[0] & (ATTACHED - 1)) as usize)?,
             root: (w[0] >> 8 & 0xff) as usize,
             op: (w[0] >> 32) as u32,
             bytes: (w[1] & 0xffff_ffff) as usize,
@@ -423,10 +433,15 @@ impl Stamp {
     /// The call as error texts name it.
     pub(super) fn describe(&self) -> String {
         let part = self.part();
+        let how = if self.0[0] & ATTACHED != 0 {
+            ", attached"
+        } else {
+            ""
+        };
         match self.signature() {
             None => "a collective".into(),
-            Some(sig) if part == 0 => describe(&sig),
-            Some(sig) => format!("{} (its part {part})", describe(&sig)),
+            Some(sig) if part == 0 && how.is_empty() => describe(&sig),
+            Some(sig) => format!("{} (its part {part}{how})", describe(&sig)),
         }
     }
 }

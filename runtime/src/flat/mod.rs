@@ -104,19 +104,22 @@ use weft_collectives::op::Combiner;
 use weft_collectives::{Collective, Signature};
 use weft_transport::{AtomicOp, AtomicWidth, TransportError};
 
-use crate::config::StreamingChoice;
+use crate::config::{ExchangeChoice, StreamingChoice};
 use crate::error::{Cause, Result};
 use crate::progress::coll::describe;
 use crate::progress::Watch;
 use crate::World;
 
 mod attached;
+mod contest;
 mod layout;
 mod ledger;
 mod stores;
 mod wait;
 mod wide;
 
+use contest::Contest;
+pub(crate) use contest::Timed;
 use layout::differ_text;
 pub(crate) use layout::region_size;
 use layout::{data_sets, data_size, head_sets, heads_at, slot_size, wide_at, Stamp};
@@ -367,6 +370,8 @@ pub(crate) struct Parts {
     bytes: usize,
     /// How its blocks travel.
     pub(crate) carry: Carry,
+    /// Member 0's contested call, to time ([`Region::timed`]).
+    pub(crate) timed: Option<Timed>,
 }
 
 /// How a call's blocks travel between its members on the flat path.
@@ -540,6 +545,8 @@ pub(crate) struct Region {
     /// How this PE stores into its own vector in an attached allreduce
     /// ([`Region::attached`]).
     vectors: Streaming,
+    /// Which way the contested calls take ([`Slots::contested`]).
+    contest: Contest,
 }
 
 /// The slots of a flat region (copied into general runs, which watch them).
@@ -616,6 +623,7 @@ impl Region {
         crowded: bool,
         attach: bool,
         streaming: StreamingChoice,
+        exchange: ExchangeChoice,
     ) -> Region {
         let p = peers.len();
         assert!(p <= MAX_MEMBERS && me < p);
@@ -655,12 +663,16 @@ impl Region {
                 .map(|_| Streaming::new(streaming, STREAMED))
                 .collect(),
             vectors: Streaming::new(streaming, STREAMED_VECTORS),
+            contest: Contest::new(exchange),
         };
         region.slots.populate();
         region
     }
 
-    /// How a call of `sig` runs on the flat path, if it does: attached (an
+    /// How call `n`, of `sig`, runs on the flat path, if it does: when the
+    /// PEs do not outnumber the cores, an allgather or alltoall of blocks
+    /// that exceed a slot, up to [`PARTS_LIMIT`], attached or in parts as
+    /// member 0 times them ([`Slots::contested`]); attached (an
     /// allgather or alltoall of blocks that exceed a slot, from
     /// [`ATTACH_BLOCK`], or when crowded an allgather from
     /// [`CROWDED_ATTACH_BLOCK`] and an allreduce from [`ATTACH_VECTOR`]
@@ -690,15 +702,15 @@ impl Region {
     /// changed since the last call from its own cache. So blocks that fit
     /// a slot go through it (on a Zen 4 host, across dies too, now that
     /// writers stream: [`ATTACH_BLOCK`]), and larger ones are attached or
-    /// keep the general path when not crowded: in parts, 128 KiB-1 MiB allgathers took
-    /// 0.56-0.83x its time in the fast placement, 1.8-2.1x in the slow
-    /// one. A broadcast's tree
+    /// contested when not crowded (in parts, 128 KiB-1 MiB allgathers took
+    /// 0.56-0.83x the general path's time in the fast placement, 1.8-2.1x
+    /// in the slow one). A broadcast's tree
     /// forwards the data while the root's next call starts (at 2 PEs a
     /// 256 KiB broadcast took 27 µs in parts, 22 µs whole). Crowded, the
     /// general path waits for members to be scheduled at every step: a
     /// 64 KiB broadcast took 19 µs in parts at 4 PEs on 2 cores, 42 µs
     /// whole (see [`CROWDED_PARTS_LIMIT`] and [`WIDE`]).
-    pub(crate) fn parts(&self, sig: &Signature, crowded: bool) -> Option<Parts> {
+    pub(crate) fn parts(&self, sig: &Signature, n: u64, crowded: bool) -> Option<Parts> {
         let s = &self.slots;
         let stamped =
             sig.root <= 0xff && u32::try_from(sig.elem).is_ok() && u32::try_from(sig.bytes).is_ok();
@@ -716,28 +728,47 @@ impl Region {
             s.data
         };
         if sig.bytes > pushed_whole {
-            return self.larger_parts(sig, crowded);
+            return self.larger_parts(sig, n, crowded);
         }
         Some(Parts {
             count: 1,
             chunk: sig.bytes,
             bytes: sig.bytes,
             carry: Carry::Pushed,
+            timed: None,
         })
     }
 
-    /// [`Region::parts`] of a call whose blocks exceed a slot, or may be
+    /// [`Region::parts`] of call `n`, whose blocks exceed a slot, or may be
     /// pulled or attached.
     #[inline(never)]
-    fn larger_parts(&self, sig: &Signature, crowded: bool) -> Option<Parts> {
+    fn larger_parts(&self, sig: &Signature, n: u64, crowded: bool) -> Option<Parts> {
         let s = &self.slots;
+        let whole = |carry| Parts {
+            count: 1,
+            chunk: sig.bytes,
+            bytes: sig.bytes,
+            carry,
+            timed: None,
+        };
         if s.wide(sig) {
-            return Some(Parts {
-                count: 1,
-                chunk: sig.bytes,
-                bytes: sig.bytes,
-                carry: Carry::Wide,
-            });
+            return Some(whole(Carry::Wide));
+        }
+        let carry = if s.pulls(sig, sig.bytes.min(s.data)) {
+            Carry::Pulled
+        } else {
+            Carry::Pushed
+        };
+        let chunk = s.data / sig.elem.max(1) * sig.elem;
+        let in_parts = Parts {
+            count: sig.bytes.div_ceil(chunk.max(1)),
+            chunk,
+            bytes: sig.bytes,
+            carry,
+            timed: None,
+        };
+        if let Some(class) = s.contested(sig) {
+            return Some(self.contest(class, n, in_parts));
         }
         if sig.bytes >= ATTACH_BLOCK && s.attaches(sig) {
             return Some(Parts {
@@ -749,34 +780,19 @@ impl Region {
                 chunk: 0,
                 bytes: sig.bytes,
                 carry: Carry::Attached,
+                timed: None,
             });
         }
-        let carry = if s.pulls(sig, sig.bytes.min(s.data)) {
-            Carry::Pulled
-        } else {
-            Carry::Pushed
-        };
         if sig.bytes <= s.data {
-            return Some(Parts {
-                count: 1,
-                chunk: sig.bytes,
-                bytes: sig.bytes,
-                carry,
-            });
+            return Some(whole(carry));
         }
         let limit = match sig.collective {
             Collective::Reduce | Collective::Allreduce => PARTS_LIMIT,
             Collective::Allgather | Collective::Alltoall if crowded => CROWDED_PARTS_LIMIT,
             _ => 0,
         };
-        let chunk = s.data / sig.elem.max(1) * sig.elem;
         let small = sig.bytes <= limit && sig.bytes * (s.p - 1) <= PARTS_THROUGH_ONE;
-        (small && chunk > 0).then(|| Parts {
-            count: sig.bytes.div_ceil(chunk),
-            chunk,
-            bytes: sig.bytes,
-            carry,
-        })
+        (small && chunk > 0).then_some(in_parts)
     }
 
     /// The watch of call `n` for when it takes the general path.
@@ -890,7 +906,7 @@ impl Region {
             s.progress(s.heap, n).store(0, Ordering::Relaxed);
         }
         let mut late = self.review(oldest..oldest + 1);
-        let stamp = Stamp::new(sig, c.part);
+        let stamp = Stamp::new(sig, c.part, attach.is_some());
         // This PE's own slot keeps its header, for the checks of `review`
         // and for the members it does not write its slot to.
         let at = s.slot_at(n, me);

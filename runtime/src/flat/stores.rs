@@ -237,6 +237,13 @@ impl Streaming {
         }
     }
 
+    /// Whether cached copies ran slow lately, as they do when the host puts
+    /// the cores on different dies: blocks are being streamed on that
+    /// account, not because `WEFT_STREAMING` says so.
+    pub(super) fn slowed(&self) -> bool {
+        self.choice == StreamingChoice::Auto && self.left.load(Ordering::Relaxed) > 0
+    }
+
     /// Notes that a [`Store::Timed`] block of `bytes` took from `start` to
     /// now, turning to streaming after [`SLOW_IN_ROW`] slow ones in a row.
     #[inline(never)]

@@ -258,7 +258,8 @@ impl<'w> Team<'w> {
     }
 
     /// [`Team::run_flat`] for a call whose blocks are not pushed
-    /// (`flat::Carry`), out of the way of the small calls' inlined path.
+    /// (`flat::Carry`), or that is timed (`flat::Timed`), out of the way of
+    /// the small calls' inlined path.
     #[inline(never)]
     fn run_flat_carried(
         &self,
@@ -273,7 +274,12 @@ impl<'w> Team<'w> {
         })?;
         match failed {
             Some(cause) => Err(self.world.error(a.op, cause)),
-            None => Ok(outcome),
+            None => {
+                if let (true, Some(t)) = (outcome.done, parts.timed) {
+                    flat.timed(t);
+                }
+                Ok(outcome)
+            }
         }
     }
 
@@ -291,13 +297,13 @@ impl<'w> Team<'w> {
             let forced = w.config().algorithm_for(a.collective).is_some();
             let parts = match &e.checked {
                 Ok(()) if !forced => {
-                    flat.parts(&e.sig, self.inner.placement == Placement::CrowdedNode)
+                    flat.parts(&e.sig, e.n, self.inner.placement == Placement::CrowdedNode)
                 }
                 _ => None,
             };
             match parts {
                 Some(parts) => {
-                    let outcome = if parts.carry == flat::Carry::Pushed {
+                    let outcome = if parts.carry == flat::Carry::Pushed && parts.timed.is_none() {
                         self.run_flat(flat, &mut a, &e, parts, |f, w, c| f.run(w, c))?
                     } else {
                         self.run_flat_carried(flat, &mut a, &e, parts)?

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         "all" => all(&world),
         "nonblocking" => nonblocking(&world),
         "concurrent" => concurrent(&world),
+        "exchange" => exchange(&world),
         "mismatch-count" => mismatch_count(&world),
         "mismatch-root" => mismatch_root(&world),
         "mismatch-ahead" => mismatch_ahead(&world),
@@ -347,6 +348,36 @@ fn affine(team: &Team<'_>) -> Check {
 /// Non-blocking collectives on three teams at once, completed in an order
 /// other than the one they were started in, with blocking collectives on
 /// a fourth team in between.
+/// Allgathers and alltoalls of the world team with blocks larger than a
+/// slot of its flat path (72 KB, 320 KB and 1 MiB), 40 calls of each, every
+/// result checked. When the ranks do not outnumber the cores, such calls
+/// run attached or in parts as `WEFT_EXCHANGE` says; with `auto`, the
+/// ways change between calls as rank 0 times them: the first call of each
+/// size runs attached, the second in parts, the later ones the way timed
+/// faster and one in 16 the other.
+fn exchange(world: &World) -> Check {
+    let (team, r, p) = (world.team(), world.rank(), world.size());
+    for c in [9000, 40_000, 1 << 17] {
+        for t in 0..40u64 {
+            let mut out = vec![0u64; p * c];
+            w(team.allgather(&data(t, r, c), &mut out))?;
+            ensure(
+                out == (0..p).flat_map(|m| data(t, m, c)).collect::<Vec<_>>(),
+                || format!("allgather {t} of {c} elements"),
+            )?;
+            let send: Vec<u64> = (0..p).flat_map(|j| data(t, r * p + j, c)).collect();
+            w(team.alltoall(&send, &mut out))?;
+            ensure(
+                out == (0..p)
+                    .flat_map(|m| data(t, m * p + r, c))
+                    .collect::<Vec<_>>(),
+                || format!("alltoall {t} of {c} elements"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn nonblocking(world: &World) -> Check {
     let me = world.rank();
     let t = world.team();
@@ -691,8 +722,8 @@ fn bad_root(world: &World) -> Check {
 }
 
 /// The last PE exits instead of joining an allreduce, or with `large` an
-/// alltoall of blocks large enough to be copied across processes: every
-/// other PE gets an error naming it.
+/// alltoall of blocks larger than a slot of the flat path (attached, or in
+/// parts as `WEFT_EXCHANGE` says): every other PE gets an error naming it.
 fn die(world: &World, large: bool) -> Check {
     let (me, n) = (world.rank(), world.size());
     w(world.barrier_all())?;
@@ -702,8 +733,6 @@ fn die(world: &World, large: bool) -> Check {
     let gone = format!("PE {} has exited", n - 1);
     let named = |c: &Cause| c.to_string().contains(&gone);
     if large {
-        // Blocks that the world team's members copy from each other's
-        // buffers (cross-memory attach) on one node.
         let send = vec![1u64; n * 12_000];
         let mut out = vec![0u64; n * 12_000];
         expect_cause(world.team().alltoall(&send, &mut out), "alltoall", named)?;
