@@ -8,13 +8,15 @@
 //! but of lines that cross dies at 1-4 GB/s when they do not. Alternated at
 //! 2 PEs, the parts took 0.68-0.77x the attached call's time at 128-256
 //! KiB, 0.82-0.93x at 512 KiB and 0.85-0.97x at 1 MiB with a shared cache,
-//! and 1.07-1.13x at 128-512 KiB, 1.13-1.24x at 1 MiB across dies; a
-//! virtual machine's host moves its virtual CPUs between such placements
-//! every few seconds or minutes.
+//! and across dies 1.07-1.13x at 128-512 KiB, 1.13-1.24x at 1 MiB once
+//! their writers stream ([`Streaming`]), up to 3x before; a virtual
+//! machine's host moves its virtual CPUs between such placements every
+//! few seconds or minutes.
 //!
-//! So member 0 times its calls of each class ([`Contest`]) both ways,
-//! takes the faster and, once in [`TRY_EVERY`] calls, the slower, to time
-//! it again; it publishes the way of the class's next call in its region
+//! So member 0 times its calls of each class ([`Class`]) both ways, takes
+//! the faster and now and then the slower, to time it again (seldom while
+//! cached copies into slots run slow, as across dies); it publishes the
+//! way of the class's next call in its region
 //! ([`Slots::ways`]), where the others read it. Every member must take a
 //! call the same way, so the word says from which call on its new ways
 //! hold and what held before ([`ways`]): member 0 writes it when it starts
