@@ -67,7 +67,14 @@ const MARGIN: (u128, u128) = (15, 16);
 /// `WEFT_EXCHANGE`, and member 0's timings of the contested calls.
 pub(super) struct Contest {
     choice: ExchangeChoice,
-    classes: Mutex<[Class; CLASSES]>,
+    timings: Mutex<Timings>,
+}
+
+/// Member 0's timings of each class of contested calls, and its call
+/// being timed, if any (one thread at a time calls a team's collectives).
+struct Timings {
+    classes: [Class; CLASSES],
+    running: Option<Timed>,
 }
 
 /// Member 0's timings of one class of contested calls.
@@ -107,7 +114,7 @@ struct Turn {
 /// A contested call of member 0: its class, its way (in parts or not) and
 /// when it started, to time it ([`Region::timed`]).
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Timed {
+struct Timed {
     class: usize,
     parted: bool,
     start: Instant,
@@ -136,13 +143,17 @@ impl Contest {
     pub(super) fn new(choice: ExchangeChoice) -> Contest {
         Contest {
             choice,
-            classes: Mutex::new([Class::default(); CLASSES]),
+            timings: Mutex::new(Timings {
+                classes: [Class::default(); CLASSES],
+                running: None,
+            }),
         }
     }
 
     /// Whether call `n`, of `class`, runs in parts, as member 0's word
-    /// `published` says; member `me` 0 also publishes the way of the
-    /// class's next call, weighing `turn`, and times this one.
+    /// `published` says, and whether it is timed: member `me` 0 also
+    /// publishes the way of the class's next call, weighing `turn`, and
+    /// times this one unless it is among the first of its way.
     fn way(
         &self,
         published: &AtomicU64,
@@ -150,36 +161,40 @@ impl Contest {
         class: usize,
         n: u64,
         turn: Turn,
-    ) -> (bool, Option<Timed>) {
+    ) -> (bool, bool) {
         match self.choice {
             ExchangeChoice::Auto => {}
-            ExchangeChoice::Attached => return (false, None),
-            ExchangeChoice::Parts => return (true, None),
+            ExchangeChoice::Attached => return (false, false),
+            ExchangeChoice::Parts => return (true, false),
         }
         let held = ways(published.load(Ordering::Relaxed), n);
         let parted = held >> class & 1 == 1;
         if me != 0 {
-            return (parted, None);
+            return (parted, false);
         }
-        let (next, settled) = self.classes.lock()[class].call(parted, n, turn);
+        let mut timings = self.timings.lock();
+        let (next, settled) = timings.classes[class].call(parted, n, turn);
         if next != parted {
             let from = n + if parted { turn.count as u64 } else { 1 };
             // Relaxed: the flag of this call's first block, raised after
             // it with release, carries it to the members (module doc).
             published.store(word(from, held ^ 1 << class, held), Ordering::Relaxed);
         }
-        let timed = settled.then(|| Timed {
+        timings.running = settled.then(|| Timed {
             class,
             parted,
             start: Instant::now(),
         });
-        (parted, timed)
+        (parted, settled)
     }
 
-    /// Takes the time of member 0's call `t` ([`Class::note`]).
-    fn note(&self, t: Timed) {
-        let took = u64::try_from(t.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.classes.lock()[t.class].note(t.parted, took);
+    /// Takes the time of member 0's call being timed ([`Class::note`]).
+    fn note(&self) {
+        let mut timings = self.timings.lock();
+        if let Some(t) = timings.running.take() {
+            let took = u64::try_from(t.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            timings.classes[t.class].note(t.parted, took);
+        }
     }
 }
 
@@ -321,10 +336,10 @@ impl Region {
         }
     }
 
-    /// Takes the time of member 0's contested call `t`, once it completed
-    /// on the flat path.
-    pub(crate) fn timed(&self, t: Timed) {
-        self.contest.note(t);
+    /// Takes the time of member 0's contested call that it times, once the
+    /// call completed on the flat path ([`Parts::timed`]).
+    pub(crate) fn timed(&self) {
+        self.contest.note();
     }
 }
 
@@ -463,7 +478,7 @@ mod tests {
             (ExchangeChoice::Parts, true),
         ] {
             let (way, timed) = Contest::new(choice).way(&published, 0, 1, 5, TURN);
-            assert_eq!((way, timed.is_none()), (parted, true));
+            assert_eq!((way, timed), (parted, false));
         }
     }
 
@@ -490,8 +505,8 @@ mod tests {
             } else {
                 [500, 900]
             };
-            if let Some(t) = timed {
-                zero.classes.lock()[t.class].note(t.parted, nanos[usize::from(way)]);
+            if timed {
+                zero.timings.lock().classes[2].note(way, nanos[usize::from(way)]);
             }
             n += if way { 4 } else { 1 } + call % 3;
         }

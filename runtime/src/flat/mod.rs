@@ -119,7 +119,6 @@ mod wait;
 mod wide;
 
 use contest::Contest;
-pub(crate) use contest::Timed;
 use layout::differ_text;
 pub(crate) use layout::region_size;
 use layout::{data_sets, data_size, head_sets, heads_at, slot_size, wide_at, Stamp};
@@ -370,8 +369,8 @@ pub(crate) struct Parts {
     bytes: usize,
     /// How its blocks travel.
     pub(crate) carry: Carry,
-    /// Member 0's contested call, to time ([`Region::timed`]).
-    pub(crate) timed: Option<Timed>,
+    /// Whether member 0 times it, a contested call ([`Region::timed`]).
+    pub(crate) timed: bool,
 }
 
 /// How a call's blocks travel between its members on the flat path.
@@ -735,7 +734,7 @@ impl Region {
             chunk: sig.bytes,
             bytes: sig.bytes,
             carry: Carry::Pushed,
-            timed: None,
+            timed: false,
         })
     }
 
@@ -749,7 +748,7 @@ impl Region {
             chunk: sig.bytes,
             bytes: sig.bytes,
             carry,
-            timed: None,
+            timed: false,
         };
         if s.wide(sig) {
             return Some(whole(Carry::Wide));
@@ -765,7 +764,7 @@ impl Region {
             chunk,
             bytes: sig.bytes,
             carry,
-            timed: None,
+            timed: false,
         };
         if let Some(class) = s.contested(sig) {
             return Some(self.contest(class, n, in_parts));
@@ -780,7 +779,7 @@ impl Region {
                 chunk: 0,
                 bytes: sig.bytes,
                 carry: Carry::Attached,
-                timed: None,
+                timed: false,
             });
         }
         if sig.bytes <= s.data {

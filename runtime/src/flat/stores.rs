@@ -241,7 +241,7 @@ impl Streaming {
     /// the cores on different dies: blocks are being streamed on that
     /// account, not because `WEFT_STREAMING` says so.
     pub(super) fn slowed(&self) -> bool {
-        self.choice == StreamingChoice::Auto && self.left.load(Ordering::Relaxed) > 0
+        self.choice == StreamingChoice::Auto && self.streams()
     }
 
     /// Notes that a [`Store::Timed`] block of `bytes` took from `start` to

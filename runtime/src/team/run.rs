@@ -258,8 +258,8 @@ impl<'w> Team<'w> {
     }
 
     /// [`Team::run_flat`] for a call whose blocks are not pushed
-    /// (`flat::Carry`), or that is timed (`flat::Timed`), out of the way of
-    /// the small calls' inlined path.
+    /// (`flat::Carry`), or that member 0 times (`flat::Parts::timed`), out
+    /// of the way of the small calls' inlined path.
     #[inline(never)]
     fn run_flat_carried(
         &self,
@@ -275,8 +275,8 @@ impl<'w> Team<'w> {
         match failed {
             Some(cause) => Err(self.world.error(a.op, cause)),
             None => {
-                if let (true, Some(t)) = (outcome.done, parts.timed) {
-                    flat.timed(t);
+                if outcome.done && parts.timed {
+                    flat.timed();
                 }
                 Ok(outcome)
             }
@@ -303,7 +303,7 @@ impl<'w> Team<'w> {
             };
             match parts {
                 Some(parts) => {
-                    let outcome = if parts.carry == flat::Carry::Pushed && parts.timed.is_none() {
+                    let outcome = if parts.carry == flat::Carry::Pushed && !parts.timed {
                         self.run_flat(flat, &mut a, &e, parts, |f, w, c| f.run(w, c))?
                     } else {
                         self.run_flat_carried(flat, &mut a, &e, parts)?
