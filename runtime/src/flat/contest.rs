@@ -91,8 +91,9 @@ struct Class {
     timed_from: u64,
     /// ...and how many more it times before it may take the other.
     left: usize,
-    /// Whether parts were the faster at the last call.
-    parts_faster: bool,
+    /// Whether parts were the faster at the last call that compared the
+    /// two ways (none yet: `None`).
+    parts_faster: Option<bool>,
     /// Calls since member 0 last took the slower way, and how many it
     /// lets pass before the next try (from [`TRY_EVERY`]).
     since: u32,
@@ -238,13 +239,13 @@ impl Class {
             return true;
         }
         let [attached, parts] = [false, true].map(|way| u128::from(self.time(way)));
-        let faster = if self.parts_faster {
+        let faster = if self.parts_faster == Some(true) {
             attached * MARGIN.1 >= parts * MARGIN.0
         } else {
             parts * MARGIN.1 < attached * MARGIN.0
         };
-        if faster != self.parts_faster || self.every == 0 {
-            self.parts_faster = faster;
+        if self.parts_faster != Some(faster) {
+            self.parts_faster = Some(faster);
             self.every = TRY_EVERY;
             self.since = 0;
             return faster;
@@ -422,7 +423,7 @@ mod tests {
         // A try that turns out faster is kept, and the tries come often again.
         let ways = drive(&mut c, 8000, |_, parted| if parted { 600 } else { 100 });
         let parts = ways[5000..].iter().filter(|&&p| p).count();
-        assert!(!c.parts_faster && parts < 100, "{parts}");
+        assert!(c.parts_faster == Some(false) && parts < 100, "{parts}");
     }
 
     #[test]
