@@ -79,6 +79,22 @@ fn large_exchanges_agree_on_their_way() {
     }
 }
 
+/// The world team's large allreduces at 3 and 4 ranks on 2 cores, where
+/// the members fold out of each other's vectors and copy the folded chunks
+/// out of each other's wide slots (or, for chunks too large for those, out
+/// of their vectors), by cached stores and streamed. One node's flat path
+/// only, as above.
+#[test]
+fn large_allreduces_fold_each_others_vectors() {
+    if emulated() {
+        return;
+    }
+    for n in [3, 4] {
+        coll(&["vectors"], n, &[]);
+    }
+    coll(&["vectors"], 4, &[("WEFT_STREAMING", "always")]);
+}
+
 #[test]
 fn nonblocking_collectives_on_several_teams_at_once() {
     for n in ranks(1..=4) {

@@ -393,9 +393,11 @@ pub(crate) enum Carry {
     /// the buffers' addresses. An allgather or alltoall is that one part:
     /// each block goes from its writer's input to a member's output once,
     /// copied by whichever of the two takes it first ([`attached::Pair`]). An
-    /// allreduce folds each member's chunk in part 0, reads the others'
-    /// folded chunks in part 1, and its last part says whether every copy
-    /// went well. Every part waits for every member.
+    /// allreduce folds each member's chunk in part 0 (into its wide slot
+    /// too, when the chunks fit one), copies the others' folded chunks in
+    /// part 1 (out of their wide slots, or else their vectors), and its
+    /// last part says whether every copy went well. Every part waits for
+    /// every member.
     Attached,
 }
 

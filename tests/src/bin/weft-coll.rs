@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         "nonblocking" => nonblocking(&world),
         "concurrent" => concurrent(&world),
         "exchange" => exchange(&world),
+        "vectors" => vectors(&world),
         "mismatch-count" => mismatch_count(&world),
         "mismatch-root" => mismatch_root(&world),
         "mismatch-ahead" => mismatch_ahead(&world),
@@ -373,6 +374,38 @@ fn exchange(world: &World) -> Check {
                     .collect::<Vec<_>>(),
                 || format!("alltoall {t} of {c} elements"),
             )?;
+        }
+    }
+    Ok(())
+}
+
+/// The world team's large allreduces, which the members fold out of each
+/// other's vectors when the PEs outnumber the cores: vectors whose chunks
+/// fit the members' wide slots (560 KB) and larger ones (4.8 MB), several
+/// in a row, between one or two wide broadcasts (160 KB), which take the
+/// same slots in turn.
+fn vectors(world: &World) -> Check {
+    let (team, r, p) = (world.team(), world.rank(), world.size());
+    let wide = 20_000;
+    for c in [70_000, 600_000] {
+        for t in 0..6u64 {
+            let mut d = data(t, r, c);
+            w(team.allreduce(&mut d, ReduceOp::Sum))?;
+            ensure(d == sum_of(t, p, c), || {
+                format!("allreduce {t} of {c} elements")
+            })?;
+            for k in 0..=t as usize % 2 {
+                let root = (t as usize + k) % p;
+                let mut b = if r == root {
+                    data(t, root, wide)
+                } else {
+                    vec![0; wide]
+                };
+                w(team.broadcast(root, &mut b))?;
+                ensure(b == data(t, root, wide), || {
+                    format!("broadcast {t}.{k} from {root}")
+                })?;
+            }
         }
     }
     Ok(())
