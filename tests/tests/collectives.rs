@@ -79,20 +79,22 @@ fn large_exchanges_agree_on_their_way() {
     }
 }
 
-/// The world team's large allreduces at 3 and 4 ranks on 2 cores, where
-/// the members fold out of each other's vectors and copy the folded chunks
-/// out of each other's wide slots (or, for chunks too large for those, out
-/// of their vectors), by cached stores and streamed. One node's flat path
-/// only, as above.
+/// The world team's calls through the members' wide slots at 3 and 4
+/// ranks on 2 cores (allreduces folded into them, broadcasts, alltoalls
+/// and allgathers), their blocks stored by cached stores and non-temporal
+/// ones as rank 0 times them, and either alone. One node's flat path only,
+/// as above.
 #[test]
-fn large_allreduces_fold_each_others_vectors() {
+fn calls_through_the_wide_slots_take_them_in_turn() {
     if emulated() {
         return;
     }
     for n in [3, 4] {
-        coll(&["vectors"], n, &[]);
+        coll(&["wide"], n, &[]);
     }
-    coll(&["vectors"], 4, &[("WEFT_STREAMING", "always")]);
+    for way in ["always", "never"] {
+        coll(&["wide"], 4, &[("WEFT_STREAMING", way)]);
+    }
 }
 
 #[test]

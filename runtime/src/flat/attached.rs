@@ -392,15 +392,14 @@ impl Pair {
 impl Slots {
     /// Whether members copy the blocks of a call of `sig` from each
     /// other's buffers ([`Carry::Attached`]): allgathers and alltoalls whose
-    /// blocks exceed a slot (from [`ATTACH_BLOCK`]; when crowded,
-    /// allgathers from [`CROWDED_ATTACH_BLOCK`]), and when crowded
-    /// allreduces from [`ATTACH_VECTOR`] that would fold more than
+    /// blocks exceed a slot, from [`ATTACH_BLOCK`] (when crowded, those
+    /// that do not go through the wide slots, [`Slots::wide`]), and when
+    /// crowded allreduces from [`ATTACH_VECTOR`] that would fold more than
     /// [`FOLDED_IN_PARTS`] in parts (in which every member waits for every
     /// other already, [`waits`]).
     pub(super) fn attaches(&self, sig: &Signature) -> bool {
         let b = sig.bytes;
         let attached = match sig.collective {
-            Collective::Allgather if self.crowded => b >= CROWDED_ATTACH_BLOCK,
             Collective::Allgather | Collective::Alltoall => b > self.data && b >= ATTACH_BLOCK,
             Collective::Allreduce if self.crowded => {
                 b >= ATTACH_VECTOR && b * (self.p - 1) > FOLDED_IN_PARTS

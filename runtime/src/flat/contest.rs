@@ -26,6 +26,26 @@
 //! call `n`, which waited for member 0's blocks, so it reads the new word
 //! (or a later one). Stamps say how a call's blocks travel, so a member
 //! that took a call another way fails it instead of misreading a block.
+//!
+//! When the PEs outnumber the cores, the same classes are of the
+//! allgathers and alltoalls that go through the members' wide slots
+//! ([`Slots::wide`]), and their two ways are how the members store their
+//! blocks there: by non-temporal stores or by cached ones (the second
+//! way). With a shared cache the cached stores are the faster and leave
+//! the lines in a cache for the readers; across dies each cached store
+//! waits for its line to come from the readers' die, where non-temporal
+//! ones send the lines to memory without waiting. At 4 PEs on 2 cores,
+//! 128 KiB alltoalls: a member's stores of its three blocks took 10 µs
+//! cached and 22 streamed with a shared cache, 45-130 and 16-20 across
+//! dies, where cached copies timed block by block never ran slow enough
+//! (4 GB/s) six in a row for [`Streaming`] to stream (whole calls: 52-60
+//! µs cached and 75-107 streamed with a shared cache, 195-270 and 114-121
+//! across dies). The stores alone do not tell which way is faster: at 256
+//! KiB with a shared cache they took as long either way (the blocks no
+//! longer fit the cores' caches), but the calls 1.6x as long streamed, as
+//! the readers then read the blocks from memory. So member 0 times its
+//! whole calls here too, and the members store as its word says (they
+//! need not agree on it, but do).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -33,7 +53,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use super::*;
-use crate::config::ExchangeChoice;
+use crate::config::{ExchangeChoice, StreamingChoice};
 
 /// Classes of contested calls: allgathers and alltoalls, each by the size
 /// of its blocks (up to 32 KiB, 64 KiB, ... [`PARTS_LIMIT`]).
@@ -64,9 +84,11 @@ const TRIED_AT_MOST: u32 = 4096;
 /// to change ways (15/16 of its time).
 const MARGIN: (u128, u128) = (15, 16);
 
-/// `WEFT_EXCHANGE`, and member 0's timings of the contested calls.
+/// `WEFT_EXCHANGE` and `WEFT_STREAMING`, and member 0's timings of the
+/// contested calls.
 pub(super) struct Contest {
-    choice: ExchangeChoice,
+    exchange: ExchangeChoice,
+    streaming: StreamingChoice,
     timings: Mutex<Timings>,
 }
 
@@ -101,15 +123,18 @@ struct Class {
 }
 
 /// What member 0 weighs a contested call by, besides its way: how many
-/// numbers it takes in parts, how many sets of slots' data the region has
-/// (a round of them warms the slots for parts), and whether cached copies
-/// into the others' slots ran slow lately ([`Streaming::slowed`]), as they
-/// do when the cores lie on different dies, where parts lose.
+/// numbers it takes in parts, how many calls warm what the second way
+/// uses (the region's sets of slots' data for parts, its sets of wide
+/// slots for cached stores), whether cached copies into the others'
+/// slots ran slow lately ([`Streaming::slowed`]), as they do when the
+/// cores lie on different dies, where parts lose, and whether its ways
+/// are stores into wide slots.
 #[derive(Clone, Copy, Debug)]
 struct Turn {
     count: usize,
     sets: usize,
     slowed: bool,
+    wide: bool,
 }
 
 /// A contested call of member 0: its class, its way (in parts or not) and
@@ -141,9 +166,10 @@ fn word(from: u64, new: u64, old: u64) -> u64 {
 }
 
 impl Contest {
-    pub(super) fn new(choice: ExchangeChoice) -> Contest {
+    pub(super) fn new(exchange: ExchangeChoice, streaming: StreamingChoice) -> Contest {
         Contest {
-            choice,
+            exchange,
+            streaming,
             timings: Mutex::new(Timings {
                 classes: [Class::default(); CLASSES],
                 running: None,
@@ -151,8 +177,34 @@ impl Contest {
         }
     }
 
-    /// Whether call `n`, of `class`, runs in parts, as member 0's word
-    /// `published` says, and whether it is timed: member `me` 0 also
+    /// The way that `WEFT_EXCHANGE` (or for stores into wide slots,
+    /// `WEFT_STREAMING`) forces, if it does: whether the second.
+    fn forced(&self, wide: bool) -> Option<bool> {
+        if wide {
+            match self.streaming {
+                StreamingChoice::Auto => None,
+                StreamingChoice::Always => Some(false),
+                StreamingChoice::Never => Some(true),
+            }
+        } else {
+            match self.exchange {
+                ExchangeChoice::Auto => None,
+                ExchangeChoice::Attached => Some(false),
+                ExchangeChoice::Parts => Some(true),
+            }
+        }
+    }
+
+    /// Whether call `n`, of `class`, takes the second way (in parts, or
+    /// cached stores into wide slots when `wide`), as member 0's word
+    /// `published` says, unless forced.
+    fn second(&self, published: &AtomicU64, class: usize, n: u64, wide: bool) -> bool {
+        self.forced(wide)
+            .unwrap_or_else(|| ways(published.load(Ordering::Relaxed), n) >> class & 1 == 1)
+    }
+
+    /// Whether call `n`, of `class`, takes the second way, as member 0's
+    /// word `published` says, and whether it is timed: member `me` 0 also
     /// publishes the way of the class's next call, weighing `turn`, and
     /// times this one unless it is among the first of its way.
     fn way(
@@ -163,10 +215,8 @@ impl Contest {
         n: u64,
         turn: Turn,
     ) -> (bool, bool) {
-        match self.choice {
-            ExchangeChoice::Auto => {}
-            ExchangeChoice::Attached => return (false, false),
-            ExchangeChoice::Parts => return (true, false),
+        if let Some(second) = self.forced(turn.wide) {
+            return (second, false);
         }
         let held = ways(published.load(Ordering::Relaxed), n);
         let parted = held >> class & 1 == 1;
@@ -287,11 +337,12 @@ impl Class {
 }
 
 impl Slots {
-    /// The class of a call of `sig` that may run attached or in parts
-    /// (module doc), if it is one: an allgather or alltoall whose blocks
-    /// exceed a slot, up to [`PARTS_LIMIT`] and [`PARTS_THROUGH_ONE`] from
-    /// the others, when the PEs do not outnumber the cores and may read
-    /// each other's memory.
+    /// The class of a call of `sig` whose way is contested (module doc), if
+    /// it is one: an allgather or alltoall whose blocks exceed a slot; up
+    /// to [`PARTS_LIMIT`] and [`PARTS_THROUGH_ONE`] from the others, when
+    /// the PEs do not outnumber the cores and may read each other's memory
+    /// (attached or in parts); when they do, one through the members' wide
+    /// slots (cached or non-temporal stores).
     pub(super) fn contested(&self, sig: &Signature) -> Option<usize> {
         let b = sig.bytes;
         let collective = match sig.collective {
@@ -299,15 +350,18 @@ impl Slots {
             Collective::Alltoall => 1,
             _ => return None,
         };
-        let fits = b > self.data && b <= PARTS_LIMIT && b * (self.p - 1) <= PARTS_THROUGH_ONE;
         let size = (b.next_power_of_two().ilog2() as usize).clamp(15, 14 + SIZES) - 15;
-        (self.attach && !self.crowded && fits && sig.elem <= self.data)
-            .then_some(collective * SIZES + size)
+        let class = collective * SIZES + size;
+        if self.crowded {
+            return self.wide(sig).then_some(class);
+        }
+        let fits = b > self.data && b <= PARTS_LIMIT && b * (self.p - 1) <= PARTS_THROUGH_ONE;
+        (self.attach && fits && sig.elem <= self.data).then_some(class)
     }
 
     /// Member 0's word of the contested calls' ways ([`ways`]), in its own
-    /// posted word's line, which only its running word shares (written only
-    /// when crowded, when no call is contested).
+    /// posted word's line, which only its running word shares (both its
+    /// own to write).
     fn ways(&self) -> &AtomicU64 {
         self.word_in(self.peers[0], self.posted_at(0) + 16)
     }
@@ -322,6 +376,7 @@ impl Region {
             count: parts.count,
             sets: s.data_sets,
             slowed: s.me == 0 && self.streaming.iter().any(Streaming::slowed),
+            wide: false,
         };
         let (parted, timed) = self.contest.way(s.ways(), s.me, class, n, turn);
         if parted {
@@ -335,6 +390,27 @@ impl Region {
                 timed,
             }
         }
+    }
+
+    /// Whether wide call `n`, of a contested `class` ([`Slots::contested`]),
+    /// is timed; member 0 publishes how the members store the class's next
+    /// call's blocks into their wide slots.
+    pub(super) fn contest_stores(&self, class: usize, n: u64) -> bool {
+        let s = &self.slots;
+        let turn = Turn {
+            count: 1,
+            sets: WIDE_SETS,
+            slowed: false,
+            wide: true,
+        };
+        self.contest.way(s.ways(), s.me, class, n, turn).1
+    }
+
+    /// Whether the members store the blocks of wide call `n`, of a
+    /// contested `class`, into their wide slots by cached stores (or else
+    /// non-temporal ones), as member 0 said.
+    pub(super) fn stores_cached(&self, class: usize, n: u64) -> bool {
+        self.contest.second(self.slots.ways(), class, n, true)
     }
 
     /// Takes the time of member 0's contested call that it times, once the
@@ -363,6 +439,7 @@ mod tests {
         count: 4,
         sets: 8,
         slowed: false,
+        wide: false,
     };
 
     /// Member 0's ways in `calls` calls of a class whose calls take
@@ -473,14 +550,31 @@ mod tests {
 
     #[test]
     fn forced_ways_are_neither_read_nor_timed() {
+        let auto = StreamingChoice::Auto;
         let published = AtomicU64::new(word(0, 0b1, 0b1));
         for (choice, parted) in [
             (ExchangeChoice::Attached, false),
             (ExchangeChoice::Parts, true),
         ] {
-            let (way, timed) = Contest::new(choice).way(&published, 0, 1, 5, TURN);
+            let contest = Contest::new(choice, auto);
+            let (way, timed) = contest.way(&published, 0, 1, 5, TURN);
             assert_eq!((way, timed), (parted, false));
+            assert_eq!(contest.second(&published, 1, 5, false), parted);
         }
+        // Stores into wide slots: by `WEFT_STREAMING`, whatever
+        // `WEFT_EXCHANGE` says.
+        let wide = Turn { wide: true, ..TURN };
+        let published = AtomicU64::new(word(0, 0b10, 0b10));
+        for (choice, cached) in [
+            (StreamingChoice::Always, false),
+            (StreamingChoice::Never, true),
+        ] {
+            let contest = Contest::new(ExchangeChoice::Parts, choice);
+            assert_eq!(contest.way(&published, 0, 0, 5, wide), (cached, false));
+            assert_eq!(contest.second(&published, 0, 5, true), cached);
+        }
+        let contest = Contest::new(ExchangeChoice::Parts, auto);
+        assert!(contest.second(&published, 1, 5, true) && !contest.second(&published, 0, 5, true));
     }
 
     /// Member 1 reads member 0's word before or after member 0 writes it
@@ -490,8 +584,8 @@ mod tests {
     fn members_take_every_call_the_same_way() {
         let published = AtomicU64::new(0);
         let (zero, one) = (
-            Contest::new(ExchangeChoice::Auto),
-            Contest::new(ExchangeChoice::Auto),
+            Contest::new(ExchangeChoice::Auto, StreamingChoice::Auto),
+            Contest::new(ExchangeChoice::Auto, StreamingChoice::Auto),
         );
         let mut n = u64::from(u32::MAX) - 40;
         let mut taken = [0; 2];

@@ -170,7 +170,19 @@ const PARTS_THROUGH_ONE: usize = 3 << 20;
 /// micro-benchmarks do, 64 KiB-1 MiB broadcasts took 0.48-0.69x the time
 /// (0.53-0.73x Open MPI's, where parts took 0.87-1.25x), and back to back
 /// 0.74-0.84x; 3 PEs, 128 KiB: 0.63x and 0.87x. Up to 256 KiB those were
-/// parts; from there the general path.
+/// parts; from there the general path. An allgather's or alltoall's
+/// members write their blocks for the others into their wide slots when
+/// those fit (an alltoall's blocks for all the others, so at 4 PEs up to
+/// 256 KiB), and copy the others' out of theirs: two copies at the
+/// processor's pace instead of one by cross-memory attach (about 10 GB/s),
+/// and a member leaves once it has copied, where an attached call waits
+/// for the copies out of its buffers. At 4 PEs on 2 cores, alternated in
+/// one run with the attached calls (medians of 1-5 rounds in each
+/// placement): 64-256 KiB alltoalls took 0.51-0.72x the time back to back
+/// with a shared cache (0.86-1.07x across dies) and 0.44-0.93x OSU's way
+/// (0.64-0.74x across dies); 64 KiB-1 MiB allgathers 0.61-1.03x back to
+/// back (0.75-1.15x across dies), 0.52-0.88x OSU's way (0.54-0.74x); at 3
+/// PEs 0.51-0.93x OSU's way, back to back 0.71-1.17x.
 const WIDE: usize = 1 << 20;
 /// Sets of wide slots: a root may run `WIDE_SETS - 1` wide broadcasts
 /// ahead of the slowest member.
@@ -202,19 +214,13 @@ const PULL_FROM: usize = 4 << 10;
 /// 0.57-0.92x OSU's way, with a shared cache; across dies 32 KiB took
 /// 0.49-0.74x, 64 KiB 0.72-0.86x (allgathers in runs of one way alone 8.0-8.5
 /// µs against 10.0-10.4), so those stay in the slots. When the PEs
-/// outnumber the cores, an alltoall whose blocks exceed a slot is attached
-/// from here: against its parts, 36-48 KiB took 0.69-0.72x the time back to
-/// back and 0.53-0.69x timed OSU's way at 4 PEs on 2 cores on the Xeon, and
-/// on the EPYC parts lost at 3 and 5-8 PEs (40-128 KiB: 1.1-2.2x the time)
-/// though they won at 4 (0.67-0.91x)...
+/// outnumber the cores, an allgather or alltoall whose blocks exceed a
+/// slot and the members' wide slots ([`WIDE`]) is attached from here:
+/// against its parts, 36-48 KiB alltoalls took 0.69-0.72x the time back to
+/// back and 0.53-0.69x timed OSU's way at 4 PEs on 2 cores on the Xeon,
+/// and on the EPYC parts lost at 3 and 5-8 PEs (40-128 KiB: 1.1-2.2x the
+/// time) though they won at 4 (0.67-0.91x).
 const ATTACH_BLOCK: usize = 32 << 10;
-/// ...and an allgather from here, whose parts are pulled: against them, on
-/// the EPYC, at 3-8 PEs on 2 cores 64-128 KiB took 1.2-1.7x the time
-/// attached (parts 0.58-0.82x), but 256 KiB-1 MiB in parts 0.98-1.26x
-/// (alternated in one run, medians of 6-8 rounds; on the Xeon 64-128 KiB
-/// attached had taken 0.54-0.71x the time of the general path, which the
-/// parts then did not reach).
-const CROWDED_ATTACH_BLOCK: usize = 256 << 10;
 /// Smallest block of an attached allgather or alltoall that a member
 /// writes into another's output when that member has not taken the copy
 /// yet ([`Region::attached`]); smaller blocks are only read by the member
@@ -386,7 +392,10 @@ pub(crate) enum Carry {
     /// A broadcast's root copies its block, larger than a slot, into its
     /// wide slot in its own heap, raising the slot's progress word after
     /// each piece, and the members copy each piece as it comes
-    /// ([`Slots::wide`]); the headers are pushed, before the block.
+    /// ([`Slots::wide`]); the headers are pushed, before the block. Every
+    /// member of an allgather or alltoall copies its blocks for the others
+    /// into its wide slot before its headers, and copies theirs out of
+    /// their wide slots once it has all their headers.
     Wide,
     /// The members copy each other's blocks straight between their
     /// buffers (cross-memory attach, [`Slots::attaches`]); part 0 passes
@@ -464,19 +473,23 @@ impl Slots {
             }
     }
 
-    /// Whether a call of `sig` is a broadcast whose root writes its block
-    /// once into its wide slot, in its own heap, and the members copy it
-    /// from there piece by piece as the root raises the slot's progress
-    /// word ([`Carry::Wide`]): when crowded, a block larger than a slot,
-    /// up to [`WIDE`]. One call, one number: its root waits for nobody, as
-    /// in smaller broadcasts, where a call in parts waits for every member
-    /// in its first part.
+    /// Whether a call of `sig` goes through its writers' wide slots
+    /// ([`Carry::Wide`]): when crowded, a broadcast, allgather or alltoall
+    /// whose blocks exceed a slot and whose writers' blocks for the others
+    /// fit a wide slot ([`WIDE`]). A broadcast's root writes its block
+    /// there, and the members copy it piece by piece as the root raises
+    /// the slot's progress word; in one call, one number, its root waits
+    /// for nobody, as in smaller broadcasts, where a call in parts waits
+    /// for every member in its first part. Every member of an allgather
+    /// or alltoall writes its blocks there ([`WIDE_EXCHANGE`]).
     #[inline(always)]
     fn wide(&self, sig: &Signature) -> bool {
-        self.crowded
-            && sig.collective == Collective::Broadcast
-            && sig.bytes > self.data
-            && sig.bytes <= WIDE
+        let written = match sig.collective {
+            Collective::Broadcast | Collective::Allgather => sig.bytes,
+            Collective::Alltoall => sig.bytes.saturating_mul(self.p - 1),
+            _ => return false,
+        };
+        self.crowded && sig.bytes > self.data && written <= WIDE
     }
 
     /// Whether the members of a call of `sig` read blocks of `len` bytes
@@ -664,7 +677,7 @@ impl Region {
                 .map(|_| Streaming::new(streaming, STREAMED))
                 .collect(),
             vectors: Streaming::new(streaming, STREAMED_VECTORS),
-            contest: Contest::new(exchange),
+            contest: Contest::new(exchange, streaming),
         };
         region.slots.populate();
         region
@@ -675,13 +688,14 @@ impl Region {
     /// that exceed a slot, up to [`PARTS_LIMIT`], attached or in parts as
     /// member 0 times them ([`Slots::contested`]); attached (an
     /// allgather or alltoall of blocks that exceed a slot, from
-    /// [`ATTACH_BLOCK`], or when crowded an allgather from
-    /// [`CROWDED_ATTACH_BLOCK`] and an allreduce from [`ATTACH_VECTOR`]
-    /// past [`FOLDED_IN_PARTS`], if the members may read each other's memory:
-    /// [`Carry::Attached`]); in one part when its blocks fit a slot, pulled
-    /// when crowded from [`PULL_FROM`] ([`Carry::Pulled`]); when crowded, a
-    /// larger broadcast up to [`WIDE`] in one part through its root's wide
-    /// slot ([`Carry::Wide`]); a larger reduce or allreduce, and when the
+    /// [`ATTACH_BLOCK`], or when crowded an allreduce from
+    /// [`ATTACH_VECTOR`] past [`FOLDED_IN_PARTS`], if the members may read
+    /// each other's memory: [`Carry::Attached`]); in one part when its
+    /// blocks fit a slot, pulled when crowded from [`PULL_FROM`]
+    /// ([`Carry::Pulled`]); when crowded, a larger broadcast, allgather or
+    /// alltoall whose blocks fit the wide slots ([`WIDE`]) in one part
+    /// through them ([`Carry::Wide`]), its stores there contested
+    /// ([`Slots::contested`]); a larger reduce or allreduce, and when the
     /// PEs are `crowded` (more than the cores) an allgather or an
     /// alltoall, in parts of whole elements
     /// that do, each a call of its own number (an element's result depends
@@ -753,7 +767,13 @@ impl Region {
             timed: false,
         };
         if s.wide(sig) {
-            return Some(whole(Carry::Wide));
+            let timed = s
+                .contested(sig)
+                .is_some_and(|class| self.contest_stores(class, n));
+            return Some(Parts {
+                timed,
+                ..whole(Carry::Wide)
+            });
         }
         let carry = if s.pulls(sig, sig.bytes.min(s.data)) {
             Carry::Pulled
@@ -899,7 +919,8 @@ impl Region {
             }
         }
         let sig = c.sig;
-        let writes_wide = wide && me == sig.root;
+        let exchanges_wide = wide && sig.collective != Collective::Broadcast;
+        let writes_wide = wide && me == sig.root && !exchanges_wide;
         if writes_wide {
             // Nobody reads this wide slot's older call any more (step 1);
             // the members read the word only once they see the flags raised
@@ -941,6 +962,9 @@ impl Region {
                 // more.
                 unsafe { self.copy_into(me, block, at as *mut u8, n, s.data_sets as u64) };
             }
+        }
+        if exchanges_wide {
+            self.write_wide_blocks(&c);
         }
         for j in (0..p).filter(|&j| j != me && s.pushes(sig, c.part, me, j)) {
             let block = match &word {

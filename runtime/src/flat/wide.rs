@@ -1,7 +1,9 @@
-//! Wide broadcasts ([`super::Carry::Wide`]): when the PEs outnumber the
+//! Wide calls ([`super::Carry::Wide`]): when the PEs outnumber the
 //! cores, a broadcast's root writes a block larger than a slot once into
 //! its wide slot, in its own heap, and the members copy it from there
-//! piece by piece while the root writes the rest.
+//! piece by piece while the root writes the rest; the members of an
+//! allgather or alltoall each write their blocks for the others into
+//! their wide slots, and copy the others' out of theirs.
 
 use super::*;
 
@@ -33,12 +35,78 @@ impl Region {
         }
     }
 
-    /// A member's part of wide broadcast `c`, whose root it has waited for
-    /// and agrees with: copies the block out of the root's wide slot into
-    /// its output as the root's progress word says it is written, waiting
-    /// for the root (yielding, or through the engine, which watches it for
-    /// an exit) when it has caught up with it.
+    /// Copies this PE's blocks of wide allgather or alltoall `c` into its
+    /// wide slot, by cached or non-temporal stores as member 0 said
+    /// ([`Region::stores_cached`]): an allgather's block, or an
+    /// alltoall's block for each other member, at [`wide_index`] of that
+    /// member. Before the headers, which announce them.
+    pub(super) fn write_wide_blocks(&self, c: &Call<'_>) {
+        let s = &self.slots;
+        let (p, me, n) = (s.p, s.me, c.n);
+        let (at, piece, b) = (s.heap + s.wide_data_at(n), c.piece(), c.sig.bytes);
+        let streamed = !s
+            .contested(c.sig)
+            .is_some_and(|class| self.stores_cached(class, n));
+        let write = |k: usize, block: &[u8]| {
+            let to = (at + k * b) as *mut u8;
+            // SAFETY: `(k + 1) * b <= WIDE` (`Slots::wide`), so the block
+            // lies in the wide slot of call `n` in this PE's mapped region;
+            // no member reads that slot of an older call any more (step 1),
+            // and they read it for this call only once they see the headers
+            // written after this. `block` is this PE's.
+            unsafe {
+                if streamed {
+                    weft_copy::copy_streaming(block.as_ptr(), to, b)
+                } else {
+                    weft_copy::copy_nonoverlapping(block.as_ptr(), to, b)
+                }
+            }
+        };
+        if c.sig.collective == Collective::Alltoall {
+            for j in (0..p).filter(|&j| j != me) {
+                write(wide_index(j, me), &c.input[piece(j)]);
+            }
+        } else {
+            write(0, &c.input[piece(0)]);
+        }
+    }
+
+    /// A member's part of wide allgather or alltoall `c`, whose members'
+    /// headers it has all seen and checked: copies its own block and the
+    /// others' out of their wide slots into its output, from the next
+    /// member on (so that the members do not all read one first).
+    fn read_wide_blocks(&self, c: Call<'_>) {
+        let s = &self.slots;
+        let (p, me, n) = (s.p, s.me, c.n);
+        let (piece, b) = (c.piece(), c.sig.bytes);
+        let alltoall = c.sig.collective == Collective::Alltoall;
+        for j in (1..p).map(|k| (me + k) % p) {
+            let k = if alltoall { wide_index(me, j) } else { 0 };
+            let from = s.peers[j] + s.wide_data_at(n) + k * b;
+            let out = &mut c.output[piece(j)];
+            // SAFETY: member `j` wrote this block, `b` bytes inside its
+            // wide slot of call `n` in its mapped region
+            // (`write_wide_blocks`), before the header this PE has seen,
+            // read with acquire ordering; it writes that slot again only
+            // once this PE has entered a later call (step 1). `out` is this
+            // PE's, apart from every heap.
+            unsafe { weft_copy::copy_nonoverlapping(from as *const u8, out.as_mut_ptr(), b) };
+        }
+        let own = if alltoall { piece(me) } else { piece(0) };
+        weft_copy::copy(&mut c.output[piece(me)], &c.input[own]);
+    }
+
+    /// A member's part of wide call `c`: an allgather's or alltoall's
+    /// blocks ([`Region::read_wide_blocks`]), or a broadcast's block, whose
+    /// root it has waited for and agrees with, copied out of the root's
+    /// wide slot into its output as the root's progress word says it is
+    /// written, waiting for the root (yielding, or through the engine,
+    /// which watches it for an exit) when it has caught up with it.
     pub(super) fn read_wide(&self, world: &World, c: Call<'_>) -> Result<()> {
+        if c.sig.collective != Collective::Broadcast {
+            self.read_wide_blocks(c);
+            return Ok(());
+        }
         let s = &self.slots;
         let (root, n) = (c.sig.root, c.n);
         let from = s.peers[root] + s.wide_data_at(n);
@@ -72,5 +140,34 @@ impl Region {
             done = end;
         }
         Ok(())
+    }
+}
+
+/// Where member `from`'s alltoall block for member `to` is in `from`'s
+/// wide slot, in blocks: the others' blocks in member order, without its
+/// own.
+pub(super) fn wide_index(to: usize, from: usize) -> usize {
+    to - usize::from(to > from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_member_has_its_own_place_in_a_writers_wide_slot() {
+        for p in 2..9 {
+            for from in 0..p {
+                let places: Vec<usize> = (0..p)
+                    .filter(|&to| to != from)
+                    .map(|to| wide_index(to, from))
+                    .collect();
+                assert_eq!(
+                    places,
+                    (0..p - 1).collect::<Vec<_>>(),
+                    "{p} PEs, from {from}"
+                );
+            }
+        }
     }
 }

@@ -22,7 +22,7 @@ fn main() -> ExitCode {
         "nonblocking" => nonblocking(&world),
         "concurrent" => concurrent(&world),
         "exchange" => exchange(&world),
-        "vectors" => vectors(&world),
+        "wide" => wide(&world),
         "mismatch-count" => mismatch_count(&world),
         "mismatch-root" => mismatch_root(&world),
         "mismatch-ahead" => mismatch_ahead(&world),
@@ -379,12 +379,14 @@ fn exchange(world: &World) -> Check {
     Ok(())
 }
 
-/// The world team's large allreduces, which the members fold out of each
-/// other's vectors when the PEs outnumber the cores: vectors whose chunks
-/// fit the members' wide slots (560 KB) and larger ones (4.8 MB), several
-/// in a row, between one or two wide broadcasts (160 KB), which take the
-/// same slots in turn.
-fn vectors(world: &World) -> Check {
+/// The world team's calls that go through the members' wide slots when
+/// the PEs outnumber the cores, several in a row and mixed, so that each
+/// kind takes the slots another left: allreduces, which the members fold
+/// out of each other's vectors into their wide slots, of vectors whose
+/// chunks fit them (560 KB) and larger ones (4.8 MB, read out of the
+/// vectors); broadcasts (160 KB), alltoalls and allgathers (160 KB blocks,
+/// one or two calls of each).
+fn wide(world: &World) -> Check {
     let (team, r, p) = (world.team(), world.rank(), world.size());
     let wide = 20_000;
     for c in [70_000, 600_000] {
@@ -405,6 +407,23 @@ fn vectors(world: &World) -> Check {
                 ensure(b == data(t, root, wide), || {
                     format!("broadcast {t}.{k} from {root}")
                 })?;
+            }
+            for k in 0..=t / 2 % 2 {
+                let u = 10 * t + k;
+                let send: Vec<u64> = (0..p).flat_map(|j| data(u, r * p + j, wide)).collect();
+                let mut out = vec![0u64; p * wide];
+                w(team.alltoall(&send, &mut out))?;
+                ensure(
+                    out == (0..p)
+                        .flat_map(|m| data(u, m * p + r, wide))
+                        .collect::<Vec<_>>(),
+                    || format!("alltoall {t}.{k}"),
+                )?;
+                w(team.allgather(&data(u, r, wide), &mut out))?;
+                ensure(
+                    out == (0..p).flat_map(|m| data(u, m, wide)).collect::<Vec<_>>(),
+                    || format!("allgather {t}.{k}"),
+                )?;
             }
         }
     }
