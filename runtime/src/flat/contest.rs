@@ -44,8 +44,9 @@
 //! KiB with a shared cache they took as long either way (the blocks no
 //! longer fit the cores' caches), but the calls 1.6x as long streamed, as
 //! the readers then read the blocks from memory. So member 0 times its
-//! whole calls here too, and the members store as its word says (they
-//! need not agree on it, but do).
+//! copies both ways, into its wide slot and out of the others' (its whole
+//! calls' times are mostly waits for members not scheduled), and the
+//! members store as its word says (they need not agree on it, but do).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -93,10 +94,12 @@ pub(super) struct Contest {
 }
 
 /// Member 0's timings of each class of contested calls, and its call
-/// being timed, if any (one thread at a time calls a team's collectives).
+/// being timed, if any (one thread at a time calls a team's collectives),
+/// with the nanoseconds its copies took so far, if wide.
 struct Timings {
     classes: [Class; CLASSES],
     running: Option<Timed>,
+    copied: u64,
 }
 
 /// Member 0's timings of one class of contested calls.
@@ -137,13 +140,16 @@ struct Turn {
     wide: bool,
 }
 
-/// A contested call of member 0: its class, its way (in parts or not) and
-/// when it started, to time it ([`Region::timed`]).
+/// A contested call of member 0: its class, its way (the second or not),
+/// when it started and whether it is wide, to time it ([`Region::timed`]):
+/// by how long it took, or if wide by how long its copies took
+/// ([`Contest::copied`]).
 #[derive(Clone, Copy, Debug)]
 struct Timed {
     class: usize,
     parted: bool,
     start: Instant,
+    wide: bool,
 }
 
 /// The ways that hold for call `n` by `word` (bit `c` set: class `c` runs
@@ -173,6 +179,7 @@ impl Contest {
             timings: Mutex::new(Timings {
                 classes: [Class::default(); CLASSES],
                 running: None,
+                copied: 0,
             }),
         }
     }
@@ -235,15 +242,27 @@ impl Contest {
             class,
             parted,
             start: Instant::now(),
+            wide: turn.wide,
         });
+        timings.copied = 0;
         (parted, settled)
+    }
+
+    /// Adds `nanos` to the time member 0's copies took in its wide call.
+    fn copied(&self, nanos: u64) {
+        let mut timings = self.timings.lock();
+        timings.copied = timings.copied.saturating_add(nanos);
     }
 
     /// Takes the time of member 0's call being timed ([`Class::note`]).
     fn note(&self) {
         let mut timings = self.timings.lock();
         if let Some(t) = timings.running.take() {
-            let took = u64::try_from(t.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let took = if t.wide {
+                timings.copied
+            } else {
+                u64::try_from(t.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+            };
             timings.classes[t.class].note(t.parted, took);
         }
     }
@@ -394,13 +413,17 @@ impl Region {
 
     /// Whether wide call `n`, of a contested `class` ([`Slots::contested`]),
     /// is timed; member 0 publishes how the members store the class's next
-    /// call's blocks into their wide slots.
+    /// call's blocks into their wide slots: non-temporal stores first, and
+    /// while cached copies into the others' slots ran slow lately, cached
+    /// stores only once in [`TRIED_AT_MOST`] calls unless timed faster, as
+    /// for parts (their tries took 3x the time across dies at 4 PEs, 128
+    /// KiB-256 KiB, where a benchmark makes 220 calls of each size).
     pub(super) fn contest_stores(&self, class: usize, n: u64) -> bool {
         let s = &self.slots;
         let turn = Turn {
             count: 1,
             sets: WIDE_SETS,
-            slowed: false,
+            slowed: s.me == 0 && self.streaming.iter().any(Streaming::slowed),
             wide: true,
         };
         self.contest.way(s.ways(), s.me, class, n, turn).1
@@ -411,6 +434,21 @@ impl Region {
     /// non-temporal ones), as member 0 said.
     pub(super) fn stores_cached(&self, class: usize, n: u64) -> bool {
         self.contest.second(self.slots.ways(), class, n, true)
+    }
+
+    /// Runs `copy`, this PE's copies of a wide call, timing them if it is
+    /// member 0 (its whole calls' times, when the PEs outnumber the cores,
+    /// are mostly how long it waited for members not scheduled: at 4 PEs
+    /// on 2 cores, 256 KiB alltoalls back to back took 67-340 µs at member
+    /// 0 from call to call, either way).
+    pub(super) fn time_copies(&self, copy: impl FnOnce()) {
+        if self.slots.me != 0 {
+            return copy();
+        }
+        let start = Instant::now();
+        copy();
+        let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.contest.copied(nanos);
     }
 
     /// Takes the time of member 0's contested call that it times, once the

@@ -62,13 +62,15 @@ impl Region {
                 }
             }
         };
-        if c.sig.collective == Collective::Alltoall {
-            for j in (0..p).filter(|&j| j != me) {
-                write(wide_index(j, me), &c.input[piece(j)]);
+        self.time_copies(|| {
+            if c.sig.collective == Collective::Alltoall {
+                for j in (0..p).filter(|&j| j != me) {
+                    write(wide_index(j, me), &c.input[piece(j)]);
+                }
+            } else {
+                write(0, &c.input[piece(0)]);
             }
-        } else {
-            write(0, &c.input[piece(0)]);
-        }
+        });
     }
 
     /// A member's part of wide allgather or alltoall `c`, whose members'
@@ -80,20 +82,22 @@ impl Region {
         let (p, me, n) = (s.p, s.me, c.n);
         let (piece, b) = (c.piece(), c.sig.bytes);
         let alltoall = c.sig.collective == Collective::Alltoall;
-        for j in (1..p).map(|k| (me + k) % p) {
-            let k = if alltoall { wide_index(me, j) } else { 0 };
-            let from = s.peers[j] + s.wide_data_at(n) + k * b;
-            let out = &mut c.output[piece(j)];
-            // SAFETY: member `j` wrote this block, `b` bytes inside its
-            // wide slot of call `n` in its mapped region
-            // (`write_wide_blocks`), before the header this PE has seen,
-            // read with acquire ordering; it writes that slot again only
-            // once this PE has entered a later call (step 1). `out` is this
-            // PE's, apart from every heap.
-            unsafe { weft_copy::copy_nonoverlapping(from as *const u8, out.as_mut_ptr(), b) };
-        }
-        let own = if alltoall { piece(me) } else { piece(0) };
-        weft_copy::copy(&mut c.output[piece(me)], &c.input[own]);
+        self.time_copies(|| {
+            for j in (1..p).map(|k| (me + k) % p) {
+                let k = if alltoall { wide_index(me, j) } else { 0 };
+                let from = s.peers[j] + s.wide_data_at(n) + k * b;
+                let out = &mut c.output[piece(j)];
+                // SAFETY: member `j` wrote this block, `b` bytes inside its
+                // wide slot of call `n` in its mapped region
+                // (`write_wide_blocks`), before the header this PE has
+                // seen, read with acquire ordering; it writes that slot
+                // again only once this PE has entered a later call (step
+                // 1). `out` is this PE's, apart from every heap.
+                unsafe { weft_copy::copy_nonoverlapping(from as *const u8, out.as_mut_ptr(), b) };
+            }
+            let own = if alltoall { piece(me) } else { piece(0) };
+            weft_copy::copy(&mut c.output[piece(me)], &c.input[own]);
+        });
     }
 
     /// A member's part of wide call `c`: an allgather's or alltoall's
