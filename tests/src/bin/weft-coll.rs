@@ -157,23 +157,8 @@ fn check_team(name: &str, team: &Team<'_>) -> Check {
         w(team.allreduce(&mut d, ReduceOp::Sum))?;
         ensure(d == sum_of(t, p, c), || ctx("allreduce", c))?;
 
-        let mut out = vec![0u64; p * c];
-        w(team.allgather(&data(t, r, c), &mut out))?;
-        ensure(
-            out == (0..p).flat_map(|m| data(t, m, c)).collect::<Vec<_>>(),
-            || ctx("allgather", c),
-        )?;
-
-        // Member m sends block j = value(t, m * p + j, ..).
-        let send: Vec<u64> = (0..p).flat_map(|j| data(t, r * p + j, c)).collect();
-        let mut out = vec![0u64; p * c];
-        w(team.alltoall(&send, &mut out))?;
-        ensure(
-            out == (0..p)
-                .flat_map(|m| data(t, m * p + r, c))
-                .collect::<Vec<_>>(),
-            || ctx("alltoall", c),
-        )?;
+        allgather(team, t, c, || ctx("allgather", c))?;
+        alltoall(team, t, c, || ctx("alltoall", c))?;
 
         let whole: Vec<u64> = (0..p).flat_map(|j| data(t, r * p + j, c)).collect();
         let mut block = vec![0u64; c];
@@ -357,23 +342,11 @@ fn affine(team: &Team<'_>) -> Check {
 /// size runs attached, the second in parts, the later ones the way timed
 /// faster and one in 16 the other.
 fn exchange(world: &World) -> Check {
-    let (team, r, p) = (world.team(), world.rank(), world.size());
+    let team = world.team();
     for c in [9000, 40_000, 1 << 17] {
         for t in 0..40u64 {
-            let mut out = vec![0u64; p * c];
-            w(team.allgather(&data(t, r, c), &mut out))?;
-            ensure(
-                out == (0..p).flat_map(|m| data(t, m, c)).collect::<Vec<_>>(),
-                || format!("allgather {t} of {c} elements"),
-            )?;
-            let send: Vec<u64> = (0..p).flat_map(|j| data(t, r * p + j, c)).collect();
-            w(team.alltoall(&send, &mut out))?;
-            ensure(
-                out == (0..p)
-                    .flat_map(|m| data(t, m * p + r, c))
-                    .collect::<Vec<_>>(),
-                || format!("alltoall {t} of {c} elements"),
-            )?;
+            allgather(&team, t, c, || format!("allgather {t} of {c} elements"))?;
+            alltoall(&team, t, c, || format!("alltoall {t} of {c} elements"))?;
         }
     }
     Ok(())
@@ -410,24 +383,39 @@ fn wide(world: &World) -> Check {
             }
             for k in 0..=t / 2 % 2 {
                 let u = 10 * t + k;
-                let send: Vec<u64> = (0..p).flat_map(|j| data(u, r * p + j, wide)).collect();
-                let mut out = vec![0u64; p * wide];
-                w(team.alltoall(&send, &mut out))?;
-                ensure(
-                    out == (0..p)
-                        .flat_map(|m| data(u, m * p + r, wide))
-                        .collect::<Vec<_>>(),
-                    || format!("alltoall {t}.{k}"),
-                )?;
-                w(team.allgather(&data(u, r, wide), &mut out))?;
-                ensure(
-                    out == (0..p).flat_map(|m| data(u, m, wide)).collect::<Vec<_>>(),
-                    || format!("allgather {t}.{k}"),
-                )?;
+                alltoall(&team, u, wide, || format!("alltoall {t}.{k}"))?;
+                allgather(&team, u, wide, || format!("allgather {t}.{k}"))?;
             }
         }
     }
     Ok(())
+}
+
+/// An allgather of `c` elements a member in test number `t` on `team`,
+/// checked (`what` says which, if wrong).
+fn allgather(team: &Team<'_>, t: u64, c: usize, what: impl FnOnce() -> String) -> Check {
+    let (r, p) = (team.rank(), team.size());
+    let mut out = vec![0u64; p * c];
+    w(team.allgather(&data(t, r, c), &mut out))?;
+    ensure(
+        out == (0..p).flat_map(|m| data(t, m, c)).collect::<Vec<_>>(),
+        what,
+    )
+}
+
+/// An alltoall of blocks of `c` elements in test number `t` on `team`,
+/// checked: member m sends block j = value(t, m * p + j, ..).
+fn alltoall(team: &Team<'_>, t: u64, c: usize, what: impl FnOnce() -> String) -> Check {
+    let (r, p) = (team.rank(), team.size());
+    let send: Vec<u64> = (0..p).flat_map(|j| data(t, r * p + j, c)).collect();
+    let mut out = vec![0u64; p * c];
+    w(team.alltoall(&send, &mut out))?;
+    ensure(
+        out == (0..p)
+            .flat_map(|m| data(t, m * p + r, c))
+            .collect::<Vec<_>>(),
+        what,
+    )
 }
 
 fn nonblocking(world: &World) -> Check {
