@@ -105,8 +105,10 @@ struct Timings {
 /// Member 0's timings of one class of contested calls.
 #[derive(Clone, Copy, Default)]
 struct Class {
-    /// Attached and in parts: the times of its latest timed calls, in
-    /// nanoseconds ([`KEPT`]; 0 until timed)...
+    /// The first way and the second (attached and in parts, or when
+    /// crowded non-temporal and cached stores into wide slots): the times
+    /// of its latest timed calls, in nanoseconds ([`KEPT`]; 0 until
+    /// timed)...
     times: [[u64; KEPT]; 2],
     /// ...and how many it timed.
     timed: [usize; 2],
@@ -116,8 +118,8 @@ struct Class {
     timed_from: u64,
     /// ...and how many more it times before it may take the other.
     left: usize,
-    /// Whether parts were the faster at the last call that compared the
-    /// two ways (none yet: `None`).
+    /// Whether the second way (parts, or cached stores) was the faster at
+    /// the last call that compared the two (none yet: `None`).
     parts_faster: Option<bool>,
     /// Calls since member 0 last took the slower way, and how many it
     /// lets pass before the next try (from [`TRY_EVERY`]).
@@ -290,8 +292,8 @@ impl Class {
     /// same until it timed [`KEPT`] calls in a row; the other until that
     /// was timed so too; then the faster and now and then the slower
     /// ([`TRY_EVERY`]). While cached copies into the others' slots ran
-    /// `slowed`, parts are taken only once in [`TRIED_AT_MOST`] calls
-    /// unless they were timed faster.
+    /// `slowed`, the second way (parts, or cached stores) is taken only
+    /// once in [`TRIED_AT_MOST`] calls unless it was timed faster.
     fn next(&mut self, parted: bool, slowed: bool) -> bool {
         if self.left > 0 {
             return parted;

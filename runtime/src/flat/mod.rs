@@ -481,7 +481,8 @@ impl Slots {
     /// the slot's progress word; in one call, one number, its root waits
     /// for nobody, as in smaller broadcasts, where a call in parts waits
     /// for every member in its first part. Every member of an allgather
-    /// or alltoall writes its blocks there ([`WIDE_EXCHANGE`]).
+    /// or alltoall writes its blocks there ([`Region::write_wide_blocks`];
+    /// [`WIDE`] has the measurements).
     #[inline(always)]
     fn wide(&self, sig: &Signature) -> bool {
         let written = match sig.collective {

@@ -10,7 +10,7 @@
 //!
 //! Collectives of different teams run side by side without interfering:
 //! each call's messages carry the team's id and the call's sequence
-//! number. Non-blocking variants live in a [`Scope`] (`ibarrier`,
+//! number. Non-blocking variants live in a [`Scope`](crate::p2p::Scope) (`ibarrier`,
 //! `iallreduce`, ...), like point-to-point requests, and the progress
 //! engine advances them. A symmetric collective (barrier, allreduce, ...)
 //! may be non-blocking on some members and blocking on others; a rooted
