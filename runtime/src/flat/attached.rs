@@ -110,14 +110,7 @@ impl Region {
                         // that slot for an older call any more, and they
                         // read it for this one in part 1, once this PE has
                         // entered it.
-                        unsafe {
-                            let to = to as *mut u8;
-                            if streamed {
-                                weft_copy::copy_streaming(acc.as_ptr(), to, len)
-                            } else {
-                                weft_copy::copy_nonoverlapping(acc.as_ptr(), to, len)
-                            }
-                        };
+                        unsafe { copy_stored(streamed, acc.as_ptr(), to as *mut u8, len) };
                     }
                     if streamed {
                         // SAFETY: `out` and `before` hold `len` bytes each
@@ -174,13 +167,7 @@ impl Region {
             // slot again only once every member has entered part 2, after
             // these copies. `to` is this PE's vector's chunk of `len`
             // bytes, apart from every heap.
-            unsafe {
-                if store == Store::Streamed {
-                    weft_copy::copy_streaming(from, to, len)
-                } else {
-                    weft_copy::copy_nonoverlapping(from, to, len)
-                }
-            }
+            unsafe { copy_stored(store == Store::Streamed, from, to, len) }
         }
         if let Some(start) = start {
             let bytes = c.sig.bytes - s.chunk(c.sig, me).len();

@@ -123,7 +123,7 @@ use layout::differ_text;
 pub(crate) use layout::region_size;
 use layout::{data_sets, data_size, head_sets, heads_at, slot_size, wide_at, Stamp};
 use ledger::GENERAL;
-use stores::{claim, claims, Store, Streaming, STREAMED};
+use stores::{claim, claims, copy_stored, Store, Streaming, STREAMED};
 
 thread_local! {
     /// A member's fold of the members before it, for a reduction on the
@@ -182,7 +182,10 @@ const PARTS_THROUGH_ONE: usize = 3 << 20;
 /// with a shared cache (0.86-1.07x across dies) and 0.44-0.93x OSU's way
 /// (0.64-0.74x across dies); 64 KiB-1 MiB allgathers 0.61-1.03x back to
 /// back (0.75-1.15x across dies), 0.52-0.88x OSU's way (0.54-0.74x); at 3
-/// PEs 0.51-0.93x OSU's way, back to back 0.71-1.17x.
+/// PEs 0.51-0.93x OSU's way, back to back 0.71-1.17x. Larger ones stay
+/// attached: with wide slots of 3 MiB, 4 PEs' 512 KiB-1 MiB alltoalls took
+/// 0.93-2.0x the time of attached ones, every member writing and reading
+/// 3 MiB through memory.
 const WIDE: usize = 1 << 20;
 /// Sets of wide slots: a root may run `WIDE_SETS - 1` wide broadcasts
 /// ahead of the slowest member.

@@ -297,6 +297,23 @@ impl Streaming {
     }
 }
 
+/// Copies `len` bytes from `from` to `to` by non-temporal stores if
+/// `streamed`, else by cached ones: a block into a wide slot, or a folded
+/// chunk into it or out of it ([`Region::write_wide_blocks`],
+/// [`Region::attached`]).
+///
+/// # Safety
+/// As for [`std::ptr::copy_nonoverlapping`].
+pub(super) unsafe fn copy_stored(streamed: bool, from: *const u8, to: *mut u8, len: usize) {
+    if streamed {
+        // SAFETY: the caller's promise.
+        unsafe { weft_copy::copy_streaming(from, to, len) }
+    } else {
+        // SAFETY: the caller's promise.
+        unsafe { weft_copy::copy_nonoverlapping(from, to, len) }
+    }
+}
+
 impl Region {
     /// Copies `from` into a slot of member `j` (this PE's own: its pulled
     /// or wide slot) at `to`, 16-byte aligned, for call `n`, the slots of

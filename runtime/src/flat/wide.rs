@@ -54,13 +54,7 @@ impl Region {
             // no member reads that slot of an older call any more (step 1),
             // and they read it for this call only once they see the headers
             // written after this. `block` is this PE's.
-            unsafe {
-                if streamed {
-                    weft_copy::copy_streaming(block.as_ptr(), to, b)
-                } else {
-                    weft_copy::copy_nonoverlapping(block.as_ptr(), to, b)
-                }
-            }
+            unsafe { copy_stored(streamed, block.as_ptr(), to, b) }
         };
         self.time_copies(|| {
             if c.sig.collective == Collective::Alltoall {
