@@ -46,8 +46,10 @@ pub enum ExchangeChoice {
     /// Copied once, straight between the ranks' buffers (cross-memory
     /// attach), when the kernel lets the ranks read each other's memory.
     Attached,
-    /// Copied twice, in parts through the slots in the ranks' heaps.
-    Parts,
+    /// Copied twice through the slots in the ranks' heaps: in parts, or
+    /// from 256 KiB through the ranks' wide slots when the blocks fit them
+    /// (1 MiB a rank).
+    Slots,
 }
 
 /// The runtime's settings.
@@ -83,7 +85,7 @@ pub struct Config {
     pub streaming: StreamingChoice,
     /// `WEFT_EXCHANGE`: how the one-node allgathers and alltoalls of blocks
     /// larger than a slot, up to 1 MiB, run when the ranks do not outnumber
-    /// the cores: `auto`, `attached` or in `parts`.
+    /// the cores: `auto`, `attached` or through the `slots`.
     pub exchange: ExchangeChoice,
     /// Algorithms forced by `WEFT_COLL_<OPERATION>=<algorithm>` (e.g.
     /// `WEFT_COLL_ALLREDUCE=ring`); the others are chosen by team and
@@ -153,7 +155,7 @@ impl Config {
                 &[
                     ("auto", ExchangeChoice::Auto),
                     ("attached", ExchangeChoice::Attached),
-                    ("parts", ExchangeChoice::Parts),
+                    ("slots", ExchangeChoice::Slots),
                 ],
             )?,
             collective_algorithms: collective_algorithms(get)?,
@@ -357,7 +359,7 @@ mod tests {
             ("WEFT_STREAMING", "always"),
             ("WEFT_STREAMING", "never"),
             ("WEFT_EXCHANGE", "attached"),
-            ("WEFT_EXCHANGE", "parts"),
+            ("WEFT_EXCHANGE", "slots"),
         ] {
             let c = Config::from_lookup(|k| (k == var).then(|| value.into())).unwrap();
             let set = match var {
@@ -366,7 +368,7 @@ mod tests {
             };
             assert_eq!(set.to_lowercase(), value);
         }
-        for (var, named) in [("WEFT_STREAMING", "always"), ("WEFT_EXCHANGE", "parts")] {
+        for (var, named) in [("WEFT_STREAMING", "always"), ("WEFT_EXCHANGE", "slots")] {
             let err = Config::from_lookup(|k| (k == var).then(|| "often".into()));
             let err = err.unwrap_err().to_string();
             assert!(err.contains(var) && err.contains(named), "{err}");

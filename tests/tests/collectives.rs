@@ -71,7 +71,7 @@ fn large_exchanges_agree_on_their_way() {
     if emulated() {
         return;
     }
-    for way in ["auto", "attached", "parts"] {
+    for way in ["auto", "attached", "slots"] {
         coll(&["exchange"], 2, &[("WEFT_EXCHANGE", way)]);
     }
     for n in ranks([3, 4]) {
@@ -166,7 +166,9 @@ fn a_rank_dying_inside_a_collective_is_named() {
             dying(scenario, op, n, &[]);
         }
     }
-    dying("die-large", "alltoall", 2, &[("WEFT_EXCHANGE", "parts")]);
+    for scenario in ["die-large", "die-wide"] {
+        dying(scenario, "alltoall", 2, &[("WEFT_EXCHANGE", "slots")]);
+    }
 }
 
 /// Runs `scenario` of `weft-coll` on `n` ranks with `env`, whose last one

@@ -3,15 +3,17 @@
 //! [`PARTS_LIMIT`], when the PEs do not outnumber the cores
 //! ([`Slots::contested`]). Attached, each block is copied once by
 //! cross-memory attach, which pins the pages it copies (about 10 GB/s on
-//! the Zen 4 host, wherever the cores are); in parts, twice through the
-//! slots, by cached copies of about 25 GB/s while the cores share a cache,
-//! but of lines that cross dies at 1-4 GB/s when they do not. Alternated at
-//! 2 PEs, the parts took 0.68-0.77x the attached call's time at 128-256
-//! KiB, 0.82-0.93x at 512 KiB and 0.85-0.97x at 1 MiB with a shared cache,
-//! and across dies 1.07-1.13x at 128-512 KiB, 1.13-1.24x at 1 MiB once
-//! their writers stream ([`Streaming`]), up to 3x before; a virtual
-//! machine's host moves its virtual CPUs between such placements every
-//! few seconds or minutes.
+//! the Zen 4 host, wherever the cores are); the second way copies it twice,
+//! in parts through the slots, or from [`WIDE_FROM`] into its writer's wide
+//! slot and out of it ([`Slots::exchanges_wide`]), by cached copies of
+//! about 25 GB/s while the cores share a cache, but of lines that cross
+//! dies at 1-4 GB/s when they do not. Alternated at 2 PEs, the parts took
+//! 0.68-0.77x the attached call's time at 128-256 KiB, 0.82-0.93x at 512
+//! KiB and 0.85-0.97x at 1 MiB with a shared cache (the wide slots
+//! 0.66-0.79x from 256 KiB), and across dies 1.07-1.13x at 128-512 KiB,
+//! 1.13-1.24x at 1 MiB once their writers stream ([`Streaming`]), up to 3x
+//! before; a virtual machine's host moves its virtual CPUs between such
+//! placements every few seconds or minutes.
 //!
 //! So member 0 times its calls of each class ([`Class`]) both ways, takes
 //! the faster and now and then the slower, to time it again (seldom while
@@ -105,8 +107,9 @@ struct Timings {
 /// Member 0's timings of one class of contested calls.
 #[derive(Clone, Copy, Default)]
 struct Class {
-    /// The first way and the second (attached and in parts, or when
-    /// crowded non-temporal and cached stores into wide slots): the times
+    /// The first way and the second (attached and copied twice through
+    /// the slots, or when crowded non-temporal and cached stores into wide
+    /// slots): the times
     /// of its latest timed calls, in nanoseconds ([`KEPT`]; 0 until
     /// timed)...
     times: [[u64; KEPT]; 2],
@@ -118,8 +121,8 @@ struct Class {
     timed_from: u64,
     /// ...and how many more it times before it may take the other.
     left: usize,
-    /// Whether the second way (parts, or cached stores) was the faster at
-    /// the last call that compared the two (none yet: `None`).
+    /// Whether the second way (two copies, or cached stores) was the
+    /// faster at the last call that compared the two (none yet: `None`).
     parts_faster: Option<bool>,
     /// Calls since member 0 last took the slower way, and how many it
     /// lets pass before the next try (from [`TRY_EVERY`]).
@@ -130,10 +133,10 @@ struct Class {
 /// What member 0 weighs a contested call by, besides its way: how many
 /// numbers it takes in parts, how many calls warm what the second way
 /// uses (the region's sets of slots' data for parts, its sets of wide
-/// slots for cached stores), whether cached copies into the others'
-/// slots ran slow lately ([`Streaming::slowed`]), as they do when the
-/// cores lie on different dies, where parts lose, and whether its ways
-/// are stores into wide slots.
+/// slots for wide calls and cached stores), whether cached copies into
+/// the others' slots ran slow lately ([`Streaming::slowed`]), as they do
+/// when the cores lie on different dies, where two copies lose, and
+/// whether its ways are stores into wide slots.
 #[derive(Clone, Copy, Debug)]
 struct Turn {
     count: usize,
@@ -199,12 +202,12 @@ impl Contest {
             match self.exchange {
                 ExchangeChoice::Auto => None,
                 ExchangeChoice::Attached => Some(false),
-                ExchangeChoice::Parts => Some(true),
+                ExchangeChoice::Slots => Some(true),
             }
         }
     }
 
-    /// Whether call `n`, of `class`, takes the second way (in parts, or
+    /// Whether call `n`, of `class`, takes the second way (two copies, or
     /// cached stores into wide slots when `wide`), as member 0's word
     /// `published` says, unless forced.
     fn second(&self, published: &AtomicU64, class: usize, n: u64, wide: bool) -> bool {
@@ -292,8 +295,8 @@ impl Class {
     /// same until it timed [`KEPT`] calls in a row; the other until that
     /// was timed so too; then the faster and now and then the slower
     /// ([`TRY_EVERY`]). While cached copies into the others' slots ran
-    /// `slowed`, the second way (parts, or cached stores) is taken only
-    /// once in [`TRIED_AT_MOST`] calls unless it was timed faster.
+    /// `slowed`, the second way (two copies, or cached stores) is taken
+    /// only once in [`TRIED_AT_MOST`] calls unless it was timed faster.
     fn next(&mut self, parted: bool, slowed: bool) -> bool {
         if self.left > 0 {
             return parted;
@@ -362,8 +365,8 @@ impl Slots {
     /// it is one: an allgather or alltoall whose blocks exceed a slot; up
     /// to [`PARTS_LIMIT`] and [`PARTS_THROUGH_ONE`] from the others, when
     /// the PEs do not outnumber the cores and may read each other's memory
-    /// (attached or in parts); when they do, one through the members' wide
-    /// slots (cached or non-temporal stores).
+    /// (attached, or copied twice through the slots); when they do, one
+    /// through the members' wide slots (cached or non-temporal stores).
     pub(super) fn contested(&self, sig: &Signature) -> Option<usize> {
         let b = sig.bytes;
         let collective = match sig.collective {
@@ -389,27 +392,30 @@ impl Slots {
 }
 
 impl Region {
-    /// How a contested call of `class` ([`Slots::contested`]), call `n`,
-    /// runs: in `parts`, or attached.
-    pub(super) fn contest(&self, class: usize, n: u64, parts: Parts) -> Parts {
+    /// How a contested call of `sig` and `class` ([`Slots::contested`]),
+    /// call `n`, runs: in `parts` or through the members' wide slots
+    /// ([`Slots::exchanges_wide`]), or attached.
+    pub(super) fn contest(&self, sig: &Signature, class: usize, n: u64, parts: Parts) -> Parts {
         let s = &self.slots;
+        let wide = s.exchanges_wide(sig);
         let turn = Turn {
-            count: parts.count,
-            sets: s.data_sets,
+            count: if wide { 1 } else { parts.count },
+            sets: if wide { WIDE_SETS } else { s.data_sets },
             slowed: s.me == 0 && self.streaming.iter().any(Streaming::slowed),
             wide: false,
         };
-        let (parted, timed) = self.contest.way(s.ways(), s.me, class, n, turn);
-        if parted {
-            Parts { timed, ..parts }
-        } else {
-            Parts {
-                count: 1,
-                chunk: 0,
-                bytes: parts.bytes,
-                carry: Carry::Attached,
-                timed,
-            }
+        let (second, timed) = self.contest.way(s.ways(), s.me, class, n, turn);
+        let whole = |carry| Parts {
+            count: 1,
+            chunk: parts.bytes,
+            bytes: parts.bytes,
+            carry,
+            timed,
+        };
+        match (second, wide) {
+            (true, false) => Parts { timed, ..parts },
+            (true, true) => whole(Carry::Wide),
+            (false, _) => whole(Carry::Attached),
         }
     }
 
@@ -594,7 +600,7 @@ mod tests {
         let published = AtomicU64::new(word(0, 0b1, 0b1));
         for (choice, parted) in [
             (ExchangeChoice::Attached, false),
-            (ExchangeChoice::Parts, true),
+            (ExchangeChoice::Slots, true),
         ] {
             let contest = Contest::new(choice, auto);
             let (way, timed) = contest.way(&published, 0, 1, 5, TURN);
@@ -609,11 +615,11 @@ mod tests {
             (StreamingChoice::Always, false),
             (StreamingChoice::Never, true),
         ] {
-            let contest = Contest::new(ExchangeChoice::Parts, choice);
+            let contest = Contest::new(ExchangeChoice::Slots, choice);
             assert_eq!(contest.way(&published, 0, 0, 5, wide), (cached, false));
             assert_eq!(contest.second(&published, 0, 5, true), cached);
         }
-        let contest = Contest::new(ExchangeChoice::Parts, auto);
+        let contest = Contest::new(ExchangeChoice::Slots, auto);
         assert!(contest.second(&published, 1, 5, true) && !contest.second(&published, 0, 5, true));
     }
 

@@ -190,6 +190,19 @@ const WIDE: usize = 1 << 20;
 /// Sets of wide slots: a root may run `WIDE_SETS - 1` wide broadcasts
 /// ahead of the slowest member.
 const WIDE_SETS: usize = 4;
+/// Smallest block of an allgather or alltoall whose second way, when the
+/// PEs do not outnumber the cores, is through the members' wide slots
+/// instead of in parts ([`Slots::exchanges_wide`]): each member copies
+/// its blocks in once and the others' out once, without the parts' waits
+/// between slots of 64 KiB. At 2 PEs with a shared cache, alternated in
+/// one run (medians of 5 rounds, 2 runs each), 256 KiB-1 MiB alltoalls
+/// took 0.75-0.88x the time in parts (1 MiB: 73 µs against 97-99, and
+/// attached 103), allgathers 0.82-0.97x (76 µs against 90), also OSU's
+/// way (1 MiB alltoall 68 against 98); 128 KiB ones took 1.4-1.6x, and
+/// stay in parts. Across dies cached stores into the wide slots take
+/// 4.5x the attached call's time, and member 0 keeps to attached calls
+/// there, as it does with parts.
+const WIDE_FROM: usize = 256 << 10;
 /// Bytes of a wide slot: its progress word's line, then the block.
 const WIDE_SET: usize = LINE + WIDE;
 /// Bytes a broadcast's root writes into its wide slot between raisings of
@@ -398,7 +411,8 @@ pub(crate) enum Carry {
     /// ([`Slots::wide`]); the headers are pushed, before the block. Every
     /// member of an allgather or alltoall copies its blocks for the others
     /// into its wide slot before its headers, and copies theirs out of
-    /// their wide slots once it has all their headers.
+    /// their wide slots once it has all their headers (when crowded, or as
+    /// a contested call's second way: [`Slots::exchanges_wide`]).
     Wide,
     /// The members copy each other's blocks straight between their
     /// buffers (cross-memory attach, [`Slots::attaches`]); part 0 passes
@@ -488,12 +502,28 @@ impl Slots {
     /// [`WIDE`] has the measurements).
     #[inline(always)]
     fn wide(&self, sig: &Signature) -> bool {
+        self.crowded && self.fits_wide(sig)
+    }
+
+    /// Whether the second way of a contested call of `sig` when the PEs do
+    /// not outnumber the cores ([`Slots::contested`]) is through the
+    /// members' wide slots rather than in parts: an allgather's or
+    /// alltoall's from [`WIDE_FROM`], when its blocks fit them.
+    pub(super) fn exchanges_wide(&self, sig: &Signature) -> bool {
+        !self.crowded && sig.bytes >= WIDE_FROM && self.fits_wide(sig)
+    }
+
+    /// Whether a call of `sig` may go through its writers' wide slots: a
+    /// broadcast, allgather or alltoall whose blocks exceed a slot and
+    /// whose writers' blocks for the others fit a wide slot ([`WIDE`]).
+    #[inline(always)]
+    fn fits_wide(&self, sig: &Signature) -> bool {
         let written = match sig.collective {
             Collective::Broadcast | Collective::Allgather => sig.bytes,
             Collective::Alltoall => sig.bytes.saturating_mul(self.p - 1),
             _ => return false,
         };
-        self.crowded && sig.bytes > self.data && written <= WIDE
+        sig.bytes > self.data && written <= WIDE
     }
 
     /// Whether the members of a call of `sig` read blocks of `len` bytes
@@ -689,8 +719,9 @@ impl Region {
 
     /// How call `n`, of `sig`, runs on the flat path, if it does: when the
     /// PEs do not outnumber the cores, an allgather or alltoall of blocks
-    /// that exceed a slot, up to [`PARTS_LIMIT`], attached or in parts as
-    /// member 0 times them ([`Slots::contested`]); attached (an
+    /// that exceed a slot, up to [`PARTS_LIMIT`], attached or copied twice
+    /// (in parts, or from [`WIDE_FROM`] through the wide slots) as member
+    /// 0 times them ([`Slots::contested`]); attached (an
     /// allgather or alltoall of blocks that exceed a slot, from
     /// [`ATTACH_BLOCK`], or when crowded an allreduce from
     /// [`ATTACH_VECTOR`] past [`FOLDED_IN_PARTS`], if the members may read
@@ -793,7 +824,7 @@ impl Region {
             timed: false,
         };
         if let Some(class) = s.contested(sig) {
-            return Some(self.contest(class, n, in_parts));
+            return Some(self.contest(sig, class, n, in_parts));
         }
         if sig.bytes >= ATTACH_BLOCK && s.attaches(sig) {
             return Some(Parts {

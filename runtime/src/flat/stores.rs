@@ -111,9 +111,9 @@ pub(super) unsafe fn copy_forward(from: &[u8], to: *mut u8) {
 /// Smallest block that [`Streaming`] writes with non-temporal stores, and
 /// times when it writes it by cached ones: in a pushed slot, what a 2 KiB
 /// block leaves past the header's line, which holds its first 32 bytes
-/// (a pulled or wide slot gets the whole block). Across dies (below), 2 KiB blocks took 0.4-0.5x the time
-/// streamed (broadcasts timed OSU's way and back-to-back allreduces at 2
-/// PEs), 1 KiB as long.
+/// (a pulled or wide slot gets the whole block). Across dies (below), 2
+/// KiB blocks took 0.4-0.5x the time streamed (broadcasts timed OSU's way
+/// and back-to-back allreduces at 2 PEs), 1 KiB as long.
 const STREAM_FROM: usize = (2 << 10) - (LINE - HEADER);
 /// One cached copy in this many from [`STREAM_FROM`] is timed: two
 /// readings of the clock cost a third of a 2 KiB copy with a shared cache.
@@ -147,12 +147,13 @@ pub(super) const STREAMED: usize = 16 << 10;
 /// unless `WEFT_STREAMING` says always or never: by cached stores, timing
 /// one in [`TIMED_ONE_IN`], and after [`SLOW_IN_ROW`] timed ones in a row
 /// ran slower than [`SLOW_RATE`], by non-temporal stores
-/// ([`weft_copy::copy_streaming`]) for the next `streamed` blocks. Non-temporal stores send the lines to memory and
-/// drop the readers' copies without waiting for them, and the readers then
-/// read them from memory: much the same speed wherever the host places the
-/// cores, where cached stores are faster with a shared cache and several
-/// times slower across dies (a two-process ring of 64 KiB slots: 15-37 µs
-/// a block by `memcpy` across dies, 4-6 µs streamed either way).
+/// ([`weft_copy::copy_streaming`]) for the next `streamed` blocks.
+/// Non-temporal stores send the lines to memory and drop the readers'
+/// copies without waiting for them, and the readers then read them from
+/// memory: much the same speed wherever the host places the cores, where
+/// cached stores are faster with a shared cache and several times slower
+/// across dies (a two-process ring of 64 KiB slots: 15-37 µs a block by
+/// `memcpy` across dies, 4-6 µs streamed either way).
 ///
 /// Cached copies are timed only into slots that this PE last wrote by
 /// cached stores: its first writes of a slot's pages fault, and its

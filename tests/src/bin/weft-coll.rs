@@ -29,8 +29,9 @@ fn main() -> ExitCode {
         "bad-root" => bad_root(&world),
         "mixed" => mixed(&world),
         "mixed-rooted" => mixed_rooted(&world),
-        "die" => die(&world, false),
-        "die-large" => die(&world, true),
+        "die" => die(&world, None),
+        "die-large" => die(&world, Some(12_000)),
+        "die-wide" => die(&world, Some(40_000)),
         other => Err(format!("unknown scenario {other:?}")),
     };
     finish(&world, &scenario, result)
@@ -331,16 +332,15 @@ fn affine(team: &Team<'_>) -> Check {
     Ok(())
 }
 
-/// Non-blocking collectives on three teams at once, completed in an order
-/// other than the one they were started in, with blocking collectives on
-/// a fourth team in between.
 /// Allgathers and alltoalls of the world team with blocks larger than a
 /// slot of its flat path (72 KB, 320 KB and 1 MiB), 40 calls of each, every
 /// result checked. When the ranks do not outnumber the cores, such calls
-/// run attached or in parts as `WEFT_EXCHANGE` says; with `auto`, the
-/// ways change between calls as rank 0 times them: the first call of each
-/// size runs attached, the second in parts, the later ones the way timed
-/// faster and one in 16 the other.
+/// run attached or copied through the slots (in parts at 72 KB, through
+/// the wide slots from 256 KiB where the blocks fit them) as
+/// `WEFT_EXCHANGE` says; with `auto`, the ways change between calls as
+/// rank 0 times them: the first calls of each size attached, the next the
+/// other way, the later ones the way timed faster and now and then the
+/// other.
 fn exchange(world: &World) -> Check {
     let team = world.team();
     for c in [9000, 40_000, 1 << 17] {
@@ -418,6 +418,9 @@ fn alltoall(team: &Team<'_>, t: u64, c: usize, what: impl FnOnce() -> String) ->
     )
 }
 
+/// Non-blocking collectives on three teams at once, completed in an order
+/// other than the one they were started in, with blocking collectives on
+/// a fourth team in between.
 fn nonblocking(world: &World) -> Check {
     let me = world.rank();
     let t = world.team();
@@ -761,10 +764,12 @@ fn bad_root(world: &World) -> Check {
     w(t.barrier())
 }
 
-/// The last PE exits instead of joining an allreduce, or with `large` an
-/// alltoall of blocks larger than a slot of the flat path (attached, or in
-/// parts as `WEFT_EXCHANGE` says): every other PE gets an error naming it.
-fn die(world: &World, large: bool) -> Check {
+/// The last PE exits instead of joining an allreduce, or with `block` an
+/// alltoall of blocks of that many elements, larger than a slot of the
+/// flat path (96 KB: attached, or in parts as `WEFT_EXCHANGE` says; 320
+/// KB: attached, or through the wide slots): every other PE gets an error
+/// naming it.
+fn die(world: &World, block: Option<usize>) -> Check {
     let (me, n) = (world.rank(), world.size());
     w(world.barrier_all())?;
     if me == n - 1 {
@@ -772,9 +777,9 @@ fn die(world: &World, large: bool) -> Check {
     }
     let gone = format!("PE {} has exited", n - 1);
     let named = |c: &Cause| c.to_string().contains(&gone);
-    if large {
-        let send = vec![1u64; n * 12_000];
-        let mut out = vec![0u64; n * 12_000];
+    if let Some(c) = block {
+        let send = vec![1u64; n * c];
+        let mut out = vec![0u64; n * c];
         expect_cause(world.team().alltoall(&send, &mut out), "alltoall", named)?;
     } else {
         let mut d = [1u64; 16];
