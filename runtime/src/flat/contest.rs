@@ -439,7 +439,12 @@ impl Region {
 
     /// Whether the members store the blocks of wide call `n`, of a
     /// contested `class`, into their wide slots by cached stores (or else
-    /// non-temporal ones), as member 0 said.
+    /// non-temporal ones), as member 0 said. When the PEs do not outnumber
+    /// the cores, the class's word says that call `n` takes its second way,
+    /// the wide slots ([`Slots::exchanges_wide`]), so its stores are cached
+    /// unless `WEFT_STREAMING=always`: streamed, they took 1.4-1.5x the
+    /// attached call's time with a shared cache, where the contest takes
+    /// wide calls.
     pub(super) fn stores_cached(&self, class: usize, n: u64) -> bool {
         self.contest.second(self.slots.ways(), class, n, true)
     }

@@ -201,7 +201,11 @@ const WIDE_SETS: usize = 4;
 /// way (1 MiB alltoall 68 against 98); 128 KiB ones took 1.4-1.6x, and
 /// stay in parts. Across dies cached stores into the wide slots take
 /// 4.5x the attached call's time, and member 0 keeps to attached calls
-/// there, as it does with parts.
+/// there, as it does with parts; its tries of the wide slots cost 1 MiB
+/// allgathers alone 5-15% of their time there (rounds of 100 calls took
+/// 103-121 µs after the first's 155, attached 105), and none after smaller
+/// calls whose copies ran slow ([`Streaming::slowed`]), as when `osu_coll`
+/// measures each size in turn (256 KiB-1 MiB as long as attached ones).
 const WIDE_FROM: usize = 256 << 10;
 /// Bytes of a wide slot: its progress word's line, then the block.
 const WIDE_SET: usize = LINE + WIDE;
