@@ -109,9 +109,8 @@ struct Timings {
 struct Class {
     /// The first way and the second (attached and copied twice through
     /// the slots, or when crowded non-temporal and cached stores into wide
-    /// slots): the times
-    /// of its latest timed calls, in nanoseconds ([`KEPT`]; 0 until
-    /// timed)...
+    /// slots): the times of its latest timed calls, in nanoseconds
+    /// ([`KEPT`]; 0 until timed)...
     times: [[u64; KEPT]; 2],
     /// ...and how many it timed.
     timed: [usize; 2],
@@ -405,17 +404,10 @@ impl Region {
             wide: false,
         };
         let (second, timed) = self.contest.way(s.ways(), s.me, class, n, turn);
-        let whole = |carry| Parts {
-            count: 1,
-            chunk: parts.bytes,
-            bytes: parts.bytes,
-            carry,
-            timed,
-        };
         match (second, wide) {
             (true, false) => Parts { timed, ..parts },
-            (true, true) => whole(Carry::Wide),
-            (false, _) => whole(Carry::Attached),
+            (true, true) => Parts::whole(parts.bytes, Carry::Wide, timed),
+            (false, _) => Parts::whole(parts.bytes, Carry::Attached, timed),
         }
     }
 

@@ -432,6 +432,19 @@ pub(crate) enum Carry {
 }
 
 impl Parts {
+    /// A call of `bytes` in one part, its blocks carried as `carry`, timed
+    /// by member 0 if `timed`.
+    #[inline(always)]
+    pub(super) fn whole(bytes: usize, carry: Carry, timed: bool) -> Parts {
+        Parts {
+            count: 1,
+            chunk: bytes,
+            bytes,
+            carry,
+            timed,
+        }
+    }
+
     /// Where part `k` is in the call's vector (two words, for every part
     /// of an attached call).
     pub(crate) fn range(&self, k: usize) -> std::ops::Range<usize> {
@@ -784,13 +797,7 @@ impl Region {
         if sig.bytes > pushed_whole {
             return self.larger_parts(sig, n, crowded);
         }
-        Some(Parts {
-            count: 1,
-            chunk: sig.bytes,
-            bytes: sig.bytes,
-            carry: Carry::Pushed,
-            timed: false,
-        })
+        Some(Parts::whole(sig.bytes, Carry::Pushed, false))
     }
 
     /// [`Region::parts`] of call `n`, whose blocks exceed a slot, or may be
@@ -798,21 +805,11 @@ impl Region {
     #[inline(never)]
     fn larger_parts(&self, sig: &Signature, n: u64, crowded: bool) -> Option<Parts> {
         let s = &self.slots;
-        let whole = |carry| Parts {
-            count: 1,
-            chunk: sig.bytes,
-            bytes: sig.bytes,
-            carry,
-            timed: false,
-        };
         if s.wide(sig) {
             let timed = s
                 .contested(sig)
                 .is_some_and(|class| self.contest_stores(class, n));
-            return Some(Parts {
-                timed,
-                ..whole(Carry::Wide)
-            });
+            return Some(Parts::whole(sig.bytes, Carry::Wide, timed));
         }
         let carry = if s.pulls(sig, sig.bytes.min(s.data)) {
             Carry::Pulled
@@ -844,7 +841,7 @@ impl Region {
             });
         }
         if sig.bytes <= s.data {
-            return Some(whole(carry));
+            return Some(Parts::whole(sig.bytes, carry, false));
         }
         let limit = match sig.collective {
             Collective::Reduce | Collective::Allreduce => PARTS_LIMIT,
